@@ -1,0 +1,48 @@
+"""`mqtt-gateway check`: validate a gateway or a consumer config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config import load_gateway_config
+from gateway.config_common import ConfigError
+from gateway.config_reader import Problem
+from gateway.consumer_config import load_consumer_config
+from gateway.yaml_source import load_located
+
+
+def config_kind(path: Path) -> str:
+    """`consumer` when the file has a top-level `database:` key, else `gateway`."""
+    try:
+        root, _ = load_located(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return "gateway"
+    if root is not None and isinstance(root.value, dict) and "database" in root.value \
+            and "devices" not in root.value:
+        return "consumer"
+    return "gateway"
+
+
+def check_file(path: Path) -> tuple[str, str]:
+    """The kind of config and a one-line summary of it.
+
+    Raises:
+        ConfigError: listing every problem in the file.
+    """
+    if config_kind(path) == "consumer":
+        consumer = load_consumer_config(path)
+        return "consumer", f"broker {consumer.address}, subscribe {consumer.subscribe}, " \
+                           f"database {consumer.database_label}"
+    config = load_gateway_config(path)
+    streams = sum(len(d.streams) for d in config.devices)
+    return "gateway", (f"gateway {config.gateway_id}, {len(config.devices)} devices, "
+                       f"{streams} streams, broker {config.broker.address}")
+
+
+def problems_in(path: Path) -> list[Problem]:
+    """Every problem `check` would print for a file (empty when it is valid)."""
+    try:
+        check_file(path)
+    except ConfigError as exc:
+        return exc.problems
+    return []

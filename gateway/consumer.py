@@ -1,0 +1,189 @@
+"""`mqtt-gateway consume`: subscribe, deduplicate, store, then acknowledge.
+
+The inbox pattern: each message is acknowledged to the broker only after the
+transaction that stores it (or finds it is a duplicate) has committed. The
+subscription asks for QoS 1 even for exactly-once streams: with paho's
+manual acks a QoS 2 message is handed over at PUBREL and a consumer that
+dies before committing would lose it (the broker only resends the PUBREL).
+QoS 1 redelivers the message itself, and dedup by identity makes the
+second copy harmless. A persistent session (stable client id, no clean
+start, long session expiry) keeps messages queued while the consumer is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import Counter
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from gateway.backoff import Backoff
+from gateway.consumer_config import ConsumerConfig
+from gateway.consumer_db import ReadingsDB, open_readings_db
+from gateway.envelope import Envelope, Undecodable, decode
+from gateway.mqtt_link import MqttLink, Session
+
+log = logging.getLogger("gateway.consumer")
+
+SUBSCRIBE_QOS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    connection: int
+
+
+class Consumer:
+    """Batches incoming messages, commits them, then acknowledges them."""
+
+    def __init__(self, config: ConsumerConfig, db: ReadingsDB) -> None:
+        self.config = config
+        self.db = db
+        self.link = MqttLink(config.address, config.client_id, keepalive=config.keepalive,
+                             session_expiry=config.session_expiry, clean_first=False,
+                             manual_ack=True)
+        self.link.on_up = self._on_up
+        self.link.on_down = self._on_down
+        self.link.on_message = self._on_message
+        self._batch: list[_Inbound] = []
+        self._connection = 0
+        self._commit_now = asyncio.Event()
+        self._reasons_seen: set[str] = set()
+        self.fresh = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self._down_logged = False
+
+    def _on_up(self, session: Session) -> None:
+        self._connection += 1
+        self._down_logged = False
+        self.link.client.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
+        log.info("connected to broker %s as %s (session %s); subscribed to %s",
+                 self.link.address, self.config.client_id,
+                 "resumed" if session.session_present else "new", self.config.subscribe)
+
+    def _on_down(self, reason: str) -> None:
+        if not self._down_logged:
+            self._down_logged = True
+            log.warning("%s; unacknowledged messages will be redelivered after reconnecting",
+                        reason)
+
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        self._batch.append(_Inbound(message.mid, message.qos, message.topic, message.payload,
+                                    self._connection))
+        if len(self._batch) >= self.config.commit_batch:
+            self._commit_now.set()
+
+    def commit(self) -> None:
+        """Store the batch in one transaction, then acknowledge it.
+
+        Raises:
+            Exception: the database error; the batch is kept for the next try.
+        """
+        if not self._batch:
+            return
+        batch = self._batch
+        readings: list[Envelope] = []
+        rejects: Counter[str] = Counter()
+        for item in batch:
+            decoded = decode(item.payload)
+            if isinstance(decoded, Undecodable):
+                rejects[decoded.reason] += 1
+                self._note_reject(item.topic, decoded)
+            else:
+                readings.append(decoded)
+        fresh, duplicates = self.db.store_batch(readings, rejects)
+        self._batch = []
+        self.fresh += fresh
+        self.duplicates += duplicates
+        self.rejected += sum(rejects.values())
+        for item in batch:
+            # A message of an earlier connection is redelivered by the broker;
+            # its packet id now means something else.
+            if item.qos > 0 and item.connection == self._connection and self.link.connected:
+                self.link.ack(item.mid, item.qos)
+
+    def _note_reject(self, topic: str, reason: Undecodable) -> None:
+        if reason.reason not in self._reasons_seen:
+            self._reasons_seen.add(reason.reason)
+            log.warning("topic=%s payload skipped: %s: %s (further ones are counted in "
+                        "consumer_rejects)", topic, reason.reason, reason.detail)
+
+    async def _committer(self) -> None:
+        backoff = Backoff(base=0.2, cap=10.0)
+        while True:
+            try:
+                await asyncio.wait_for(self._commit_now.wait(), self.config.commit_interval)
+            except TimeoutError:
+                pass
+            self._commit_now.clear()
+            try:
+                self.commit()
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - any database error: keep the batch, retry
+                delay = backoff.next_delay()
+                log.error("database %s: commit failed (%s); %d messages kept unacknowledged, "
+                          "retrying in %.1fs", self.config.database_label, exc, len(self._batch),
+                          delay)
+                await asyncio.sleep(delay)
+
+    async def _summaries(self) -> None:
+        last = (-1, -1, -1)
+        while True:
+            await asyncio.sleep(self.config.summary_interval)
+            figures = (self.fresh, self.duplicates, self.rejected)
+            if figures != last:
+                last = figures
+                log.info("summary: stored %d, duplicates dropped %d, payloads rejected %d",
+                         *figures)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; commit and acknowledge what is held."""
+        log.info("consumer %s starting: database %s", self.config.client_id,
+                 self.config.database_label)
+        tasks = [asyncio.create_task(self.link.run()), asyncio.create_task(self._committer()),
+                 asyncio.create_task(self._summaries())]
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            self.commit()
+        except Exception as exc:  # noqa: BLE001 - unacknowledged messages will be redelivered
+            log.error("database %s: final commit failed (%s)", self.config.database_label, exc)
+        if self.link.connected and self.link.client.socket() is not None:
+            self.link.client.loop_write()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("consumer stopped: stored %d, duplicates dropped %d, rejected %d",
+                 self.fresh, self.duplicates, self.rejected)
+
+
+async def _serve(config: ConsumerConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    db = open_readings_db(config.database)
+    try:
+        await Consumer(config, db).run(stop)
+    finally:
+        db.close()
+
+
+def consume(config: ConsumerConfig) -> int:
+    """Run the consumer until SIGTERM/SIGINT; the process exit code."""
+    try:
+        asyncio.run(_serve(config))
+    except Exception as exc:  # noqa: BLE001 - e.g. database unreachable at start
+        log.error("consumer cannot run: %s", exc)
+        return 1
+    return 0
+
+

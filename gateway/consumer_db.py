@@ -1,0 +1,184 @@
+"""The consumer's database: `readings`, per-stream counters and reject counts.
+
+Two backends with one interface, `ReadingsDB`: a SQLite file (default) or
+PostgreSQL (psycopg 3). `store_batch()` inserts a batch of readings in one
+transaction, skipping identities already stored, and adds the batch's
+per-stream counters in the same transaction, so a reading and the counters
+that account for it commit together (the inbox pattern: the caller acks the
+broker only after this returns).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.dedup import StreamId, fold
+from gateway.envelope import Envelope, format_ts
+
+_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
+
+
+class ReadingsDB(Protocol):
+    """Where the consumer writes."""
+
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+        """Store a batch; returns (fresh, duplicates). Raises the driver's error on failure."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+def _row(env: Envelope, received_at: float) -> tuple[Any, ...]:
+    value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
+    return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
+            env.unit, format_ts(received_at))
+
+
+class SqliteReadings:
+    """`readings` in a SQLite file (WAL mode, synchronous=FULL: acks follow commits)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS readings (
+                gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL,
+                value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL,
+                PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS stream_counters (
+                gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                stream TEXT NOT NULL, max_seq INTEGER NOT NULL, received INTEGER NOT NULL,
+                duplicates INTEGER NOT NULL, gaps INTEGER NOT NULL,
+                PRIMARY KEY (gateway, epoch, device, stream)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS consumer_rejects (
+                reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+            """
+        )
+
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+        """See `ReadingsDB.store_batch`."""
+        now = time.time()
+        conn = self._conn
+        outcomes: list[tuple[StreamId, int, bool]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for env in readings:
+                cursor = conn.execute(
+                    f"INSERT OR IGNORE INTO readings({_READINGS_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _row(env, now))
+                outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
+                                 cursor.rowcount == 1))
+            deltas = fold(outcomes)
+            conn.executemany(
+                "INSERT INTO stream_counters(gateway, epoch, device, stream, max_seq, received, "
+                "duplicates, gaps) VALUES (?, ?, ?, ?, ?, ?, ?, max(0, ? - ?)) "
+                "ON CONFLICT(gateway, epoch, device, stream) DO UPDATE SET "
+                "max_seq = max(max_seq, excluded.max_seq), "
+                "received = received + excluded.received, "
+                "duplicates = duplicates + excluded.duplicates, "
+                "gaps = max(0, max(max_seq, excluded.max_seq) - (received + excluded.received))",
+                [(*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received)
+                 for key, d in deltas.items()],
+            )
+            conn.executemany(
+                "INSERT INTO consumer_rejects(reason, count) VALUES (?, ?) "
+                "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
+                list(rejects.items()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
+        return fresh, len(outcomes) - fresh
+
+    def close(self) -> None:
+        """See `ReadingsDB.close`."""
+        self._conn.close()
+
+
+class PostgresReadings:
+    """`readings` in PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=False)
+        with self._conn.cursor() as cur:
+            cur.execute(
+                """
+                CREATE TABLE IF NOT EXISTS readings (
+                    gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                    stream TEXT NOT NULL, seq BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
+                    value TEXT NOT NULL, unit TEXT, received_at TIMESTAMPTZ NOT NULL,
+                    PRIMARY KEY (gateway, epoch, device, stream, seq));
+                CREATE TABLE IF NOT EXISTS stream_counters (
+                    gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                    stream TEXT NOT NULL, max_seq BIGINT NOT NULL, received BIGINT NOT NULL,
+                    duplicates BIGINT NOT NULL, gaps BIGINT NOT NULL,
+                    PRIMARY KEY (gateway, epoch, device, stream));
+                CREATE TABLE IF NOT EXISTS consumer_rejects (
+                    reason TEXT PRIMARY KEY, count BIGINT NOT NULL);
+                """
+            )
+        self._conn.commit()
+
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+        """See `ReadingsDB.store_batch`."""
+        now = time.time()
+        outcomes: list[tuple[StreamId, int, bool]] = []
+        try:
+            with self._conn.cursor() as cur:
+                for env in readings:
+                    cur.execute(
+                        f"INSERT INTO readings({_READINGS_COLUMNS}) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        _row(env, now))
+                    outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
+                                     cur.rowcount == 1))
+                deltas = fold(outcomes)
+                for key, d in deltas.items():
+                    cur.execute(
+                        "INSERT INTO stream_counters AS c (gateway, epoch, device, stream, "
+                        "max_seq, received, duplicates, gaps) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, greatest(0, %s - %s)) "
+                        "ON CONFLICT (gateway, epoch, device, stream) DO UPDATE SET "
+                        "max_seq = greatest(c.max_seq, excluded.max_seq), "
+                        "received = c.received + excluded.received, "
+                        "duplicates = c.duplicates + excluded.duplicates, "
+                        "gaps = greatest(0, greatest(c.max_seq, excluded.max_seq) "
+                        "- (c.received + excluded.received))",
+                        (*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received))
+                for reason, count in rejects.items():
+                    cur.execute(
+                        "INSERT INTO consumer_rejects AS r (reason, count) VALUES (%s, %s) "
+                        "ON CONFLICT (reason) DO UPDATE SET count = r.count + excluded.count",
+                        (reason, count))
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
+        fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
+        return fresh, len(outcomes) - fresh
+
+    def close(self) -> None:
+        """See `ReadingsDB.close`."""
+        self._conn.close()
+
+
+def open_readings_db(database: str) -> ReadingsDB:
+    """The backend a `database:` setting names."""
+    if database.startswith(("postgresql://", "postgres://")):
+        return PostgresReadings(database)
+    return SqliteReadings(Path(database))

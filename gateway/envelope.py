@@ -1,0 +1,120 @@
+"""The wire format of one reading (DESIGN.md section 3.3), encoded and decoded.
+
+Pure: bytes in, `Envelope` or `Undecodable` out. The consumer rejects an
+unknown major version `v` with a counted reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+WIRE_VERSION = 1
+MAX_SEQ = 2**63 - 1
+_REQUIRED_TEXT = ("gateway", "epoch", "device", "stream")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One reading with its identity `(gateway, epoch, device, stream, seq)`."""
+
+    gateway: str
+    epoch: str
+    device: str
+    stream: str
+    seq: int
+    ts: float
+    value: Any
+    unit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Why a payload is not a reading: `reason` is a counter name."""
+
+    reason: str
+    detail: str
+
+
+def format_ts(ts: float) -> str:
+    """Unix seconds -> RFC 3339 UTC with milliseconds, e.g. `2026-11-26T21:00:00.123Z`."""
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: str) -> float | None:
+    """RFC 3339 text -> Unix seconds, or None when it is not a timestamp."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The UTF-8 JSON payload of a reading."""
+    body: dict[str, Any] = {
+        "v": WIRE_VERSION,
+        "gateway": envelope.gateway,
+        "epoch": envelope.epoch,
+        "device": envelope.device,
+        "stream": envelope.stream,
+        "seq": envelope.seq,
+        "ts": format_ts(envelope.ts),
+        "value": envelope.value,
+    }
+    if envelope.unit is not None:
+        body["unit"] = envelope.unit
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def json_safe(value: Any) -> bool:
+    """True when `value` encodes as strict JSON (no NaN or infinity anywhere)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and json_safe(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(json_safe(v) for v in value)
+    return value is None or isinstance(value, bool | int | str)
+
+
+def decode(payload: bytes) -> Envelope | Undecodable:
+    """Parse and check one payload."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable("invalid_utf8", "payload is not UTF-8")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        return Undecodable("bad_json", f"not JSON ({exc.msg})")
+    if not isinstance(body, dict):
+        return Undecodable("not_an_object", "payload is not a JSON object")
+    version = body.get("v")
+    if isinstance(version, bool) or not isinstance(version, int):
+        return Undecodable("bad_field", f"'v' must be an integer, found {version!r:.40}")
+    if version != WIRE_VERSION:
+        return Undecodable("unknown_version", f"wire version v={version} (this consumer reads v=1)")
+    for key in _REQUIRED_TEXT:
+        if not isinstance(body.get(key), str) or not body[key]:
+            return Undecodable("bad_field", f"'{key}' must be a non-empty string")
+    seq = body.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        return Undecodable("bad_field", f"'seq' must be an integer from 1 to 2^63-1, found {seq!r:.40}")
+    ts_text = body.get("ts")
+    ts = parse_ts(ts_text) if isinstance(ts_text, str) else None
+    if ts is None:
+        return Undecodable("bad_field", f"'ts' must be an RFC 3339 UTC time, found {ts_text!r:.40}")
+    if "value" not in body:
+        return Undecodable("bad_field", "'value' is missing")
+    unit = body.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        return Undecodable("bad_field", "'unit' must be a string")
+    return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
+                    body["value"], unit)

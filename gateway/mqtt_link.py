@@ -1,0 +1,277 @@
+"""One paho-mqtt client, owned and driven by one asyncio event loop.
+
+paho keeps its session in memory and is not thread-safe, so nothing here
+uses its threads: the loop watches paho's socket (`add_reader`/`add_writer`)
+and calls `loop_misc()` once a second for keep-alive. The TCP connect happens
+on the loop without blocking it; paho is then handed the connected socket.
+
+`MqttLink.run()` is the reconnect loop: connect, wait for CONNACK, stay up
+until the connection drops, back off (capped, jittered), try again. It uses
+MQTT 5 with a clean start on the first connect of the process and a session
+expiry, so later reconnects resume the broker session and paho resends what
+was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.backoff import Backoff
+from gateway.config_common import BrokerAddress
+
+log = logging.getLogger("gateway.mqtt")
+
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the broker said in CONNACK."""
+
+    session_present: bool
+    receive_maximum: int
+    maximum_packet_size: int | None
+
+
+class _Client(mqtt.Client):
+    """paho's client, taking a socket the event loop already connected."""
+
+    preconnected: socket.socket | None = None
+
+    def _create_socket_connection(self) -> socket.socket:
+        sock, self.preconnected = self.preconnected, None
+        if sock is None:
+            raise OSError(errno.ENOTCONN, "no connected socket was handed over")
+        return sock
+
+
+class MqttLink:
+    """A reconnecting MQTT 5 connection driven by the running event loop.
+
+    Callbacks run on the loop thread: `on_up(session)` after each CONNACK,
+    `on_down(reason)` after each lost connection or failed attempt,
+    `on_publish(mid, reason_code)` for each PUBACK/PUBCOMP (and each QoS 0
+    write), `on_message(message)` for each message received.
+    """
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        *,
+        keepalive: int,
+        session_expiry: int,
+        clean_first: bool,
+        manual_ack: bool = False,
+        max_inflight: int = 100,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self._session_expiry = session_expiry
+        self._clean_first = clean_first
+        self.connected = False
+        self.on_up: Callable[[Session], None] = lambda session: None
+        self.on_down: Callable[[str], None] = lambda reason: None
+        self.on_publish: Callable[[int, ReasonCode], None] = lambda mid, rc: None
+        self.on_message: Callable[[mqtt.MQTTMessage], None] = lambda message: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connack: asyncio.Future[tuple[ReasonCode, Session]] | None = None
+        self._dropped: asyncio.Event = asyncio.Event()
+        self._drop_reason = ""
+        self._started = False
+        client = _Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if address.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        self.client = client
+
+    # -- the reconnect loop ------------------------------------------------
+    async def run(self) -> None:
+        """Keep the connection up until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        backoff = Backoff(base=0.5, cap=30.0)
+        misc = asyncio.create_task(self._misc_loop())
+        try:
+            while True:
+                reason = await self._connect_once()
+                if reason is None:
+                    backoff.reset()
+                    await self._dropped.wait()
+                    reason = self._drop_reason
+                self.connected = False
+                self.on_down(reason)
+                await asyncio.sleep(backoff.next_delay())
+        finally:
+            misc.cancel()
+            self._close()
+
+    async def _connect_once(self) -> str | None:
+        """One attempt: None when connected, else why it failed."""
+        assert self._loop is not None
+        self._dropped.clear()
+        try:
+            sock = await asyncio.wait_for(self._open_socket(), CONNECT_TIMEOUT)
+        except TimeoutError:
+            return f"no answer from {self.address} within {CONNECT_TIMEOUT:.0f}s"
+        except OSError as exc:
+            return f"cannot reach {self.address}: {exc.strerror or exc}"
+        self._connack = self._loop.create_future()
+        self.client.preconnected = sock
+        try:
+            if not self._started:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self._session_expiry
+                self.client.connect(
+                    self.address.host, self.address.port, self.keepalive,
+                    clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY if self._clean_first else False,
+                    properties=props,
+                )
+                self._started = True
+            else:
+                self.client.reconnect()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            sock.close()
+            return f"connect to {self.address} failed: {exc}"
+        try:
+            rc, session = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT)
+        except TimeoutError:
+            self._close()
+            return f"no CONNACK from {self.address} within {CONNECT_TIMEOUT:.0f}s"
+        except ConnectionError as exc:
+            return str(exc)
+        if rc.is_failure:
+            self._close()
+            return f"broker {self.address} refused the connection: {rc}"
+        self.connected = True
+        self.on_up(session)
+        return None
+
+    async def _open_socket(self) -> socket.socket:
+        """A connected, blocking-mode TCP socket (paho sets it non-blocking)."""
+        assert self._loop is not None
+        infos = await self._loop.getaddrinfo(self.address.host, self.address.port,
+                                             type=socket.SOCK_STREAM)
+        last: OSError | None = None
+        for family, kind, proto, _name, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await self._loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(True)
+            sock.settimeout(CONNECT_TIMEOUT)
+            return sock
+        raise last or OSError(errno.EHOSTUNREACH, "no address")
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.client.socket() is not None:
+                self.client.loop_misc()
+
+    def _close(self) -> None:
+        if self.client.socket() is not None:
+            self.client.disconnect()
+            if self.client.socket() is not None:
+                self.client.loop_write()
+            self._drop_socket()
+
+    def _drop_socket(self) -> None:
+        sock = self.client.socket()
+        if sock is not None:
+            self._on_socket_close(self.client, None, sock)
+            sock.close()
+
+    # -- publishing --------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
+        """Hand one message to paho; its mid, or None when not connected."""
+        if not self.connected:
+            return None
+        info = self.client.publish(topic, payload, qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho keeps QoS 1/2 messages it could not write yet and sends them
+            # after reconnecting: the outcome is unknown, never "not sent".
+            return info.mid if qos > 0 else None
+        return info.mid
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a received message (manual-ack mode)."""
+        self.client.ack(mid, qos)
+
+    # -- paho callbacks (on the loop thread) --------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    props: Properties | None) -> None:
+        receive_max = getattr(props, "ReceiveMaximum", 65535) if props else 65535
+        max_packet = getattr(props, "MaximumPacketSize", None) if props else None
+        session = Session(bool(flags.session_present), int(receive_max),
+                          int(max_packet) if max_packet else None)
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result((rc, session))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       props: Properties | None) -> None:
+        reason = f"connection to {self.address} lost ({rc})"
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(ConnectionError(reason))
+        self._drop_reason = reason
+        self._dropped.set()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
+                    props: Properties | None) -> None:
+        self.on_publish(mid, rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.on_message(message)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock, client.loop_read)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)

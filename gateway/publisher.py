@@ -1,0 +1,144 @@
+"""Feeds the broker from the outbox and the at-most-once queue, and settles acks.
+
+The publisher owns the in-flight window. It sends at-most-once readings
+first (they are cheap and only worth anything while fresh), then rows to
+retry, then new rows from the store in id order, never more than the window
+allows. Each PUBACK/PUBCOMP is classified: delivered rows are deleted at the
+next group commit, rejected ones quarantined, transient failures retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.inflight import AckOutcome, InflightWindow, classify_ack
+from gateway.ingest import Intake
+from gateway.mqtt_link import MqttLink, Session
+from gateway.store import Outbox, OutboxRow
+
+log = logging.getLogger("gateway.publisher")
+
+PACKET_OVERHEAD = 64  # fixed header, properties and packet id, generously
+
+
+class Publisher:
+    """Moves readings from the store and the volatile queue onto the link."""
+
+    def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
+                 max_payload_bytes: int) -> None:
+        self.link = link
+        self.outbox = outbox
+        self.intake = intake
+        self.window = InflightWindow(max_inflight)
+        self._max_inflight = max_inflight
+        self._max_payload = max_payload_bytes
+        self._payload_limit = max_payload_bytes
+        self._cursor = 0
+        self._retry: list[int] = []
+        self.acked: list[int] = []
+        self.quarantined: list[tuple[int, str]] = []
+        self.sent_volatile = 0
+        self.acknowledged = 0
+        self.rejections: Counter[str] = Counter()
+        self.first_ack_logged = False
+        self.feeding = True
+        self._wake = asyncio.Event()
+        link.on_publish = self._on_publish
+
+    def wake(self) -> None:
+        """Something to send may have arrived."""
+        self._wake.set()
+
+    def connected(self, session: Session) -> None:
+        """Adopt the broker's limits from CONNACK and start sending."""
+        self.window.resize(min(self._max_inflight, session.receive_maximum))
+        limit = self._max_payload
+        if session.maximum_packet_size:
+            limit = min(limit, session.maximum_packet_size - PACKET_OVERHEAD)
+        self._payload_limit = limit
+        self.wake()
+
+    async def run(self) -> None:
+        """Send whatever there is room for, each time something changes."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.link.connected:
+                self._send_volatile()
+                if self.feeding:
+                    self._fill_window()
+
+    def _send_volatile(self) -> None:
+        queue = self.intake.volatile
+        while queue and self.link.connected:
+            item = queue[0]
+            if len(item.payload) > self._payload_limit:
+                queue.popleft()
+                self.intake.drop("too_large", item.device, item.stream)
+                continue
+            if self.link.publish(item.topic, item.payload, 0) is None:
+                return
+            queue.popleft()
+            self.sent_volatile += 1
+
+    def _fill_window(self) -> None:
+        room = self.window.room
+        if room and self._retry:
+            batch, self._retry = self._retry[:room], self._retry[room:]
+            self._send_rows(self.outbox.fetch_ids(batch))
+            room = self.window.room
+        if room:
+            rows = self.outbox.fetch(self._cursor, room)
+            if rows:
+                self._cursor = rows[-1].id
+                self._send_rows(rows)
+
+    def _send_rows(self, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            if len(row.payload) > self._payload_limit:
+                self._quarantine(row.id, "too_large")
+                continue
+            mid = self.link.publish(row.topic, row.payload, row.qos)
+            if mid is None:
+                # Lost the connection while sending: this row and the rest go again.
+                self._retry.append(row.id)
+                continue
+            self.window.add(mid, row.id)
+
+    def _on_publish(self, mid: int, rc: ReasonCode) -> None:
+        row_id = self.window.settle(mid)
+        if row_id is None:
+            return  # an at-most-once message written to the socket
+        outcome = classify_ack(rc.value)
+        if outcome is AckOutcome.DELIVERED:
+            self.acked.append(row_id)
+            self.acknowledged += 1
+            if not self.first_ack_logged:
+                self.first_ack_logged = True
+                log.info("broker acknowledged the first stored reading (outbox row %d)", row_id)
+        elif outcome is AckOutcome.RETRY:
+            log.info("broker asked to resend outbox row %d (%s)", row_id, rc)
+            self._retry.append(row_id)
+        else:
+            self._quarantine(row_id, f"broker rejected: {rc}")
+        self.wake()
+
+    def _quarantine(self, row_id: int, reason: str) -> None:
+        self.rejections[reason] += 1
+        self.quarantined.append((row_id, reason))
+        log.warning("outbox row %d quarantined: %s", row_id, reason)
+
+    def take_settled(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """Rows acknowledged and rows quarantined since the last call."""
+        acked, quarantined = self.acked, self.quarantined
+        self.acked, self.quarantined = [], []
+        return acked, quarantined
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet acknowledged."""
+        return len(self.window)

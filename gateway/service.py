@@ -1,0 +1,219 @@
+"""`mqtt-gateway run`: devices -> intake -> group commit -> publisher -> broker.
+
+Everything runs on one asyncio event loop. SIGTERM/SIGINT stop the devices,
+commit what was read, wait a bounded time for in-flight acknowledgements,
+mark the store's stop as clean (so the epoch continues) and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import time
+from typing import Any
+
+from devices.registry import DRIVERS
+from gateway.config import GatewayConfig
+from gateway.ingest import DeviceSink, Intake
+from gateway.mqtt_link import MqttLink, Session
+from gateway.publisher import Publisher
+from gateway.store import Outbox
+
+log = logging.getLogger("gateway")
+
+DRAIN_TIMEOUT = 5.0
+RUNTIME_EVERY = 5.0
+
+
+class Gateway:
+    """The running gateway: one store, one link, one task per device."""
+
+    def __init__(self, config: GatewayConfig, outbox: Outbox) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.intake = Intake(config, outbox.epoch, outbox.counters)
+        broker = config.broker
+        self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
+                             session_expiry=broker.session_expiry, clean_first=True,
+                             max_inflight=broker.max_inflight)
+        self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
+                                   max_payload_bytes=broker.max_payload_bytes)
+        self.link.on_up = self._on_up
+        self.link.on_down = self._on_down
+        self.intake.on_volatile = self.publisher.wake
+        self._commit_now = asyncio.Event()
+        self.intake.on_batch_full = self._commit_now.set
+        self.stored = 0
+        self.commit_failures = 0
+        self.broker_up = False
+        self._down_since: float | None = time.monotonic()
+        self._down_logged = False
+        self._runtime_at = 0.0
+        self.sinks = {
+            d.id: DeviceSink(d, self.intake,
+                             {s.name: broker.topics.topic(d.id, s.name) for s in d.streams})
+            for d in config.devices
+        }
+
+    # -- link events -------------------------------------------------------
+    def _on_up(self, session: Session) -> None:
+        self.broker_up = True
+        self._down_since = None
+        self._down_logged = False
+        log.info("connected to broker %s as %s (session %s, receive maximum %d)",
+                 self.link.address, self.link.client_id,
+                 "resumed" if session.session_present else "new", session.receive_maximum)
+        self.publisher.connected(session)
+
+    def _on_down(self, reason: str) -> None:
+        was_up, self.broker_up = self.broker_up, False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if was_up or not self._down_logged:
+            self._down_logged = True
+            log.warning("%s; readings are kept in the store and sent when the broker is back "
+                        "(to run a local broker: apt-get install mosquitto, or set broker.url "
+                        "in %s)", reason, self.config.path)
+
+    # -- the group commit --------------------------------------------------
+    def commit(self) -> None:
+        """One group commit of everything waiting."""
+        pending, drops = self.intake.take()
+        acked, quarantined = self.publisher.take_settled()
+        if not (pending or drops or acked or quarantined):
+            return
+        try:
+            result = self.outbox.commit(pending, acked, quarantined, drops)
+        except sqlite3.Error as exc:
+            self.commit_failures += 1
+            for r in pending:
+                self.intake.drop("store_error", r.device, r.stream)
+            self.publisher.acked.extend(acked)
+            self.publisher.quarantined.extend(quarantined)
+            for key, n in drops.items():
+                self.intake.drops[key] += n
+            log.error("store %s: commit failed (%s); %d readings dropped and counted",
+                      self.outbox.path, exc, len(pending))
+            return
+        self.stored += result.stored
+        if result.refused:
+            self.intake.dropped_total += result.refused
+            log.warning("store %s is full (%d bytes, max %d): %d readings refused",
+                        self.outbox.path, self.outbox.bytes_used, self.outbox.max_bytes,
+                        result.refused)
+        if result.stored:
+            self.publisher.wake()
+
+    async def _committer(self) -> None:
+        interval = self.config.store.commit_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._commit_now.wait(), interval)
+            except TimeoutError:
+                pass
+            self._commit_now.clear()
+            self.commit()
+            now = time.monotonic()
+            if now - self._runtime_at >= RUNTIME_EVERY:
+                self._runtime_at = now
+                self._write_runtime()
+
+    def _write_runtime(self) -> None:
+        try:
+            self.outbox.write_runtime(self.runtime_snapshot())
+        except sqlite3.Error as exc:
+            log.debug("runtime snapshot not written: %s", exc)
+
+    def runtime_snapshot(self) -> dict[str, Any]:
+        """What `status` shows about the running process."""
+        return {
+            "pid": os.getpid(),
+            "updated_at": round(time.time(), 3),
+            "broker_connected": self.broker_up,
+            "broker": str(self.link.address),
+            "in_flight": self.publisher.in_flight,
+            "at_most_once_queued": len(self.intake.volatile),
+            "read": self.intake.read,
+            "stored": self.stored,
+            "acknowledged": self.publisher.acknowledged,
+            "at_most_once_sent": self.publisher.sent_volatile,
+        }
+
+    async def _summaries(self) -> None:
+        last: tuple[int, ...] = ()
+        while True:
+            await asyncio.sleep(self.config.summary_interval)
+            figures = (self.intake.read, self.stored, self.publisher.acknowledged,
+                       self.publisher.sent_volatile, self.intake.dropped_total)
+            if figures == last and self.broker_up:
+                continue
+            last = figures
+            backlog = self.outbox.pending_count()
+            state = "connected" if self.broker_up else (
+                f"unreachable for {time.monotonic() - (self._down_since or time.monotonic()):.0f}s")
+            log.info("summary: read %d, stored %d, acknowledged %d, at-most-once sent %d, "
+                     "dropped %d; backlog %d; broker %s", *figures, backlog, state)
+
+    # -- life cycle --------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down in order."""
+        log.info("gateway %s starting: store %s, epoch %s (%s), %d devices, broker %s",
+                 self.config.gateway_id, self.outbox.path, self.outbox.epoch,
+                 "continued after a clean stop" if self.outbox.continued else "new",
+                 len(self.config.devices), self.link.address)
+        pending = self.outbox.pending_count()
+        if pending:
+            log.info("store %s holds %d unacknowledged readings; sending them again",
+                     self.outbox.path, pending)
+        background = [
+            asyncio.create_task(self.link.run(), name="mqtt"),
+            asyncio.create_task(self.publisher.run(), name="publisher"),
+            asyncio.create_task(self._committer(), name="committer"),
+            asyncio.create_task(self._summaries(), name="summaries"),
+        ]
+        devices = [
+            asyncio.create_task(DRIVERS[d.driver].start(d.id, d.options)(self.sinks[d.id]),
+                                name=f"device:{d.id}")
+            for d in self.config.devices
+        ]
+        self.publisher.wake()
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopper, *background, *devices], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*background, *devices]:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("task %s failed: %r", task.get_name(), task.exception())
+        await self._shutdown(devices, background)
+
+    async def _shutdown(self, devices: list[asyncio.Task[None]],
+                        background: list[asyncio.Task[None]]) -> None:
+        log.info("stopping: devices closed, committing what was read")
+        for task in devices:
+            task.cancel()
+        await asyncio.gather(*devices, return_exceptions=True)
+        self.commit()
+        self.publisher.feeding = False
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while self.publisher.in_flight and self.broker_up and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        unsent = list(self.intake.volatile)
+        for item in unsent:
+            self.intake.drop("shutdown", item.device, item.stream)
+        self.intake.volatile.clear()
+        self.commit()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        log.info("stopped: %d readings still stored for the next start, %d in flight were "
+                 "unacknowledged", self.outbox.pending_count(), self.publisher.in_flight)
+
+
+async def serve(config: GatewayConfig, outbox: Outbox) -> None:
+    """Run a gateway until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Gateway(config, outbox).run(stop)

@@ -1,0 +1,68 @@
+"""The outbox's SQLite schema, created with sqlite-utils.
+
+Tables:
+- `meta`: key/value facts about the store (schema version, gateway id,
+  current epoch, whether the last stop was clean, the runtime snapshot).
+- `sequences`: last seq handed out per `(epoch, device, stream)`.
+- `outbox`: durable readings waiting for the broker's PUBACK/PUBCOMP. The
+  id orders them and is never a reading's identity.
+- `quarantine`: readings the broker rejected, kept for the operator.
+- `drops`: readings dropped anywhere, counted by reason, device and stream.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables that do not exist yet."""
+    db = sqlite_utils.Database(conn)
+    db.create_table("meta", {"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.create_table(
+        "sequences",
+        {"epoch": str, "device": str, "stream": str, "last_seq": int},
+        pk=("epoch", "device", "stream"),
+        not_null=("last_seq",),
+        if_not_exists=True,
+    )
+    # AUTOINCREMENT: ids only grow, even after the table empties, so the
+    # publisher's "rows after id N" cursor never skips a new row.
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            epoch TEXT NOT NULL, device TEXT NOT NULL, stream TEXT NOT NULL,
+            seq INTEGER NOT NULL, qos INTEGER NOT NULL, ts REAL NOT NULL,
+            topic TEXT NOT NULL, payload BLOB NOT NULL)"""
+    )
+    db.create_table(
+        "quarantine",
+        {
+            "id": int,
+            "epoch": str,
+            "device": str,
+            "stream": str,
+            "seq": int,
+            "qos": int,
+            "topic": str,
+            "payload": bytes,
+            "reason": str,
+            "quarantined_at": float,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db.create_table(
+        "drops",
+        {"reason": str, "device": str, "stream": str, "count": int},
+        pk=("reason", "device", "stream"),
+        not_null=("count",),
+        if_not_exists=True,
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+    )
