@@ -13,7 +13,15 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
+from gateway.config import load_gateway_config
+from gateway.config_check import check_file
 from gateway.config_common import ConfigError
+from gateway.consumer import consume
+from gateway.consumer_config import load_consumer_config
+from gateway.logs import setup_logging
+from gateway.service import serve
+from gateway.status import StatusError, read_status, render_status
+from gateway.store import Outbox, StoreError
 
 log = logging.getLogger("gateway")
 
@@ -68,16 +76,12 @@ def _print_problems(exc: ConfigError) -> None:
 
 
 def _check(path: Path) -> int:
-    from gateway.config_check import check_file
-
     kind, summary = check_file(path)
     print(f"{path}: valid {kind} config: {summary}")
     return 0
 
 
 def _status(path: Path, as_json: bool) -> int:
-    from gateway.config import load_gateway_config
-    from gateway.status import StatusError, read_status, render_status
 
     config = load_gateway_config(path)
     try:
@@ -90,10 +94,6 @@ def _status(path: Path, as_json: bool) -> int:
 
 
 def _run(path: Path, level: str) -> int:
-    from gateway.config import load_gateway_config
-    from gateway.logs import setup_logging
-    from gateway.service import serve
-    from gateway.store import Outbox, StoreError
 
     setup_logging(level)
     config = load_gateway_config(path)
@@ -115,9 +115,6 @@ def _run(path: Path, level: str) -> int:
 
 
 def _consume(path: Path, level: str) -> int:
-    from gateway.consumer import consume
-    from gateway.consumer_config import load_consumer_config
-    from gateway.logs import setup_logging
 
     setup_logging(level)
     config = load_consumer_config(path)

@@ -208,6 +208,10 @@ def _read_device(reader: MapReader, seen: dict[str, int]) -> DeviceConfig | None
         if spec is None:
             reader.problem("driver", "one of " + ", ".join(sorted(DRIVERS)),
                            describe(driver_name), did_you_mean(driver_name, sorted(DRIVERS)))
+    if spec is None:
+        # Without a driver nobody knows its keys: calling `port` unknown would only mislead.
+        for key in reader.node.value:
+            reader.has(key)
     options = spec.read_options(reader) if spec is not None else None
     offered = spec.offered_fields(options) if spec is not None and options is not None else None
     streams = _read_streams(reader, offered)

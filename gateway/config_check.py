@@ -15,8 +15,8 @@ def config_kind(path: Path) -> str:
     """`consumer` when the file has a top-level `database:` key, else `gateway`."""
     try:
         root, _ = load_located(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return "gateway"
+    except (OSError, UnicodeDecodeError, RecursionError):
+        return "gateway"  # the gateway loader reports what is wrong with the file
     if root is not None and isinstance(root.value, dict) and "database" in root.value \
             and "devices" not in root.value:
         return "consumer"

@@ -31,12 +31,16 @@ class BrokerAddress:
     tls: bool
 
     def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 def parse_broker_url(url: str) -> BrokerAddress | str:
     """The address in `url`, or a message saying what is wrong with it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "it is not a valid URL"
     if parts.scheme not in ("mqtt", "mqtts"):
         return "the scheme must be mqtt:// or mqtts://"
     if parts.username or parts.password:
@@ -47,8 +51,10 @@ def parse_broker_url(url: str) -> BrokerAddress | str:
         port = parts.port
     except ValueError:
         return "the port is not a number from 1 to 65535"
-    if not parts.hostname:
-        return "it has no host"
+    if port == 0:  # urlsplit accepts it; `port or default` below would turn it into 1883
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname or any(ch.isspace() for ch in parts.hostname):
+        return "it has no host, or the host contains white space"
     return BrokerAddress(parts.hostname, port or (8883 if parts.scheme == "mqtts" else 1883),
                          parts.scheme == "mqtts")
 
@@ -65,9 +71,12 @@ def read_root(path: Path) -> tuple[MapReader | None, list[Problem]]:
         return None, [Problem(name, None, "", "UTF-8 text", f"undecodable bytes ({exc.reason})")]
     except OSError as exc:
         return None, [Problem(name, None, "", "a readable config file", exc.strerror or str(exc))]
-    root, errors = load_located(text)
+    try:
+        root, errors = load_located(text)
+    except RecursionError:
+        return None, [Problem(name, None, "", "valid YAML", "values nested too deeply to read")]
     for error in errors:
-        problems.append(Problem(name, error.line, "", "valid YAML", error.message))
+        problems.append(Problem(name, error.line, error.path, "valid YAML", error.message))
     if root is None:
         if not errors:
             problems.append(Problem(name, None, "", "a mapping with 'version: 1'", "an empty file"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.units import parse_duration, parse_size
@@ -208,7 +208,7 @@ class MapReader:
         self, key: str, *, default: int, minimum: int = 0, maximum: int | None = None
     ) -> int:
         """A byte size such as `256MiB`, `64KB` or `1000`."""
-        expected = _bounded("a size such as 256MiB, 64KB or 4096", minimum, maximum)
+        expected = _bounded("a size such as 256MiB, 64KB or 4096", minimum, maximum, fmt=_size_text)
         located = self._present(key, False, expected)
         if located is None:
             return default
@@ -288,13 +288,30 @@ class MapReader:
         return MapReader(located, path, self.file, self.problems)
 
 
+def _number_text(value: float) -> str:
+    """`1048576` as is (`:g` alone would print the lossy `1.04858e+06`), `0.1` as `0.1`."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _size_text(value: float) -> str:
+    """A byte count in the units a config uses: `1MiB`, `256KiB`, `300`."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= factor and value % factor == 0:
+            return f"{int(value) // factor}{unit}"
+    return _number_text(value)
+
+
 def _bounded(
-    what: str, minimum: float | None, maximum: float | None, suffix: str = ""
+    what: str,
+    minimum: float | None,
+    maximum: float | None,
+    suffix: str = "",
+    fmt: Callable[[float], str] = _number_text,
 ) -> str:
     if minimum is not None and maximum is not None:
-        return f"{what} from {minimum:g}{suffix} to {maximum:g}{suffix}"
+        return f"{what} from {fmt(minimum)}{suffix} to {fmt(maximum)}{suffix}"
     if minimum is not None and minimum > 0:
-        return f"{what} of at least {minimum:g}{suffix}"
+        return f"{what} of at least {fmt(minimum)}{suffix}"
     if maximum is not None:
-        return f"{what} of at most {maximum:g}{suffix}"
+        return f"{what} of at most {fmt(maximum)}{suffix}"
     return what

@@ -13,6 +13,7 @@ start, long session expiry) keeps messages queued while the consumer is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections import Counter
@@ -53,7 +54,6 @@ class Consumer:
         self.link.on_down = self._on_down
         self.link.on_message = self._on_message
         self._batch: list[_Inbound] = []
-        self._connection = 0
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
         self.fresh = 0
@@ -62,7 +62,6 @@ class Consumer:
         self._down_logged = False
 
     def _on_up(self, session: Session) -> None:
-        self._connection += 1
         self._down_logged = False
         self.link.client.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
         log.info("connected to broker %s as %s (session %s); subscribed to %s",
@@ -76,8 +75,8 @@ class Consumer:
                         reason)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
-        self._batch.append(_Inbound(message.mid, message.qos, message.topic, message.payload,
-                                    self._connection))
+        self._batch.append(_Inbound(message.mid, message.qos, message.topic, bytes(message.payload),
+                                    self.link.generation))
         if len(self._batch) >= self.config.commit_batch:
             self._commit_now.set()
 
@@ -107,7 +106,7 @@ class Consumer:
         for item in batch:
             # A message of an earlier connection is redelivered by the broker;
             # its packet id now means something else.
-            if item.qos > 0 and item.connection == self._connection and self.link.connected:
+            if item.qos > 0 and item.connection == self.link.generation and self.link.connected:
                 self.link.ack(item.mid, item.qos)
 
     def _note_reject(self, topic: str, reason: Undecodable) -> None:
@@ -119,10 +118,8 @@ class Consumer:
     async def _committer(self) -> None:
         backoff = Backoff(base=0.2, cap=10.0)
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._commit_now.wait(), self.config.commit_interval)
-            except TimeoutError:
-                pass
             self._commit_now.clear()
             try:
                 self.commit()

@@ -49,7 +49,9 @@ class ConsumerConfig:
     def database_label(self) -> str:
         """The database for logs, without any password in it."""
         if self.is_postgres:
-            return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database)
+            # The user name may be empty, and libpq also takes `?password=...`.
+            label = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", self.database)
+            return re.sub(r"([?&]password=)[^&]*", r"\1***", label)
         return self.database
 
 

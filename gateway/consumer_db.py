@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
+
 from gateway.dedup import StreamId, fold
 from gateway.envelope import Envelope, format_ts
 
@@ -112,8 +114,6 @@ class PostgresReadings:
     """`readings` in PostgreSQL."""
 
     def __init__(self, url: str) -> None:
-        import psycopg
-
         self._conn = psycopg.connect(url, autocommit=False)
         with self._conn.cursor() as cur:
             cur.execute(

@@ -42,18 +42,23 @@ class Undecodable:
 def format_ts(ts: float) -> str:
     """Unix seconds -> RFC 3339 UTC with milliseconds, e.g. `2026-11-26T21:00:00.123Z`."""
     moment = datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Not strftime: its %Y does not pad years before 1000 to the four digits RFC 3339 needs.
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") \
+        + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_ts(text: str) -> float | None:
     """RFC 3339 text -> Unix seconds, or None when it is not a timestamp."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        ts = moment.timestamp()
+        # A time whose UTC date leaves years 1-9999 cannot be written back by format_ts.
+        datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.timestamp()
+    return ts
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -84,6 +89,17 @@ def json_safe(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | str)
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text:.20} is out of range")
+    return value
+
+
 def decode(payload: bytes) -> Envelope | Undecodable:
     """Parse and check one payload."""
     try:
@@ -91,9 +107,12 @@ def decode(payload: bytes) -> Envelope | Undecodable:
     except UnicodeDecodeError:
         return Undecodable("invalid_utf8", "payload is not UTF-8")
     try:
-        body = json.loads(text)
-    except ValueError as exc:
+        body = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
         return Undecodable("bad_json", f"not JSON ({exc.msg})")
+    except (ValueError, RecursionError) as exc:
+        # NaN, Infinity, 1e400, an integer of over 4300 digits, or nesting deeper than the stack.
+        return Undecodable("bad_json", f"not JSON ({type(exc).__name__}: {exc!s:.60})")
     if not isinstance(body, dict):
         return Undecodable("not_an_object", "payload is not a JSON object")
     version = body.get("v")

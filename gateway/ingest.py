@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from devices.base import Record
@@ -47,8 +48,8 @@ class Intake:
         self.drops: Counter[DropKey] = Counter()
         self.read = 0
         self.dropped_total = 0
-        self.on_batch_full = lambda: None
-        self.on_volatile = lambda: None
+        self.on_batch_full: Callable[[], None] = lambda: None
+        self.on_volatile: Callable[[], None] = lambda: None
 
     def accept(self, reading: NewReading) -> None:
         """Take one reading of a stream."""

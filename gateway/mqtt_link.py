@@ -86,6 +86,9 @@ class MqttLink:
         self._session_expiry = session_expiry
         self._clean_first = clean_first
         self.connected = False
+        # Counts CONNACKs, bumped inside paho's callback: a message is tagged
+        # with the connection it arrived on before any later packet is read.
+        self.generation = 0
         self.on_up: Callable[[Session], None] = lambda session: None
         self.on_down: Callable[[str], None] = lambda reason: None
         self.on_publish: Callable[[int, ReasonCode], None] = lambda mid, rc: None
@@ -107,6 +110,7 @@ class MqttLink:
             client.username_pw_set(username, password)
         if address.tls:
             client.tls_set_context(ssl.create_default_context())
+        client.enable_logger(logging.getLogger("paho"))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -151,7 +155,7 @@ class MqttLink:
         self.client.preconnected = sock
         try:
             if not self._started:
-                props = Properties(PacketTypes.CONNECT)
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = self._session_expiry
                 self.client.connect(
                     self.address.host, self.address.port, self.keepalive,
@@ -241,6 +245,7 @@ class MqttLink:
         max_packet = getattr(props, "MaximumPacketSize", None) if props else None
         session = Session(bool(flags.session_present), int(receive_max),
                           int(max_packet) if max_packet else None)
+        self.generation += 1
         if self._connack is not None and not self._connack.done():
             self._connack.set_result((rc, session))
 

@@ -8,6 +8,7 @@ mark the store's stop as clean (so the epoch continues) and return 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -110,10 +111,8 @@ class Gateway:
     async def _committer(self) -> None:
         interval = self.config.store.commit_interval
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._commit_now.wait(), interval)
-            except TimeoutError:
-                pass
             self._commit_now.clear()
             self.commit()
             now = time.monotonic()

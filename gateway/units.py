@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {
@@ -32,7 +34,8 @@ def parse_size(value: object) -> int | None:
     if match is None:
         return None
     unit = (match.group(2) or "B").lower()
-    return int(float(match.group(1)) * _SIZE_FACTORS[unit])
+    # Exact decimal arithmetic: float would make 2.01KB 2009 bytes.
+    return int(Fraction(match.group(1)) * _SIZE_FACTORS[unit])
 
 
 def parse_duration(value: object) -> float | None:
@@ -40,20 +43,26 @@ def parse_duration(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value >= 0 else None
-    if not isinstance(value, str):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too big for a float
+            return None
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            return None
+        seconds = float(match.group(1)) * _DURATION_FACTORS[match.group(2) or "s"]
+    else:
         return None
-    match = _DURATION.match(value)
-    if match is None:
-        return None
-    return float(match.group(1)) * _DURATION_FACTORS[match.group(2) or "s"]
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def format_bytes(count: int) -> str:
     """`1536` -> `1.5 KiB`, for status output."""
     size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
+        # Compare what will be printed: 1048575 bytes is 1.0 MiB, not 1024.0 KiB.
+        if (size if unit == "B" else round(size, 1)) < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"

@@ -27,10 +27,11 @@ class Located:
 
 @dataclass(frozen=True)
 class SourceError:
-    """A YAML document that could not be read at all, or a duplicate key."""
+    """A YAML document that could not be read at all, or a duplicate key at `path`."""
 
     line: int | None
     message: str
+    path: str = ""
 
 
 def load_located(text: str) -> tuple[Located | None, list[SourceError]]:
@@ -54,10 +55,11 @@ def load_located(text: str) -> tuple[Located | None, list[SourceError]]:
     if node is None:
         return None, []
     errors: list[SourceError] = []
-    return _convert(loader, node, errors), errors
+    return _convert(loader, node, errors, ""), errors
 
 
-def _convert(loader: yaml.SafeLoader, node: yaml.Node, errors: list[SourceError]) -> Located:
+def _convert(loader: yaml.SafeLoader, node: yaml.Node, errors: list[SourceError], path: str
+             ) -> Located:
     """Turn a composed node into `Located`, constructing scalars with YAML 1.1 rules."""
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -72,14 +74,17 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, errors: list[SourceError]
                     SourceError(
                         key_line,
                         f"duplicate key '{key_text}' (first at line {key_lines[key_text]})",
+                        f"{path}.{key_text}" if path else key_text,
                     )
                 )
                 continue
-            mapping[key_text] = _convert(loader, value_node, errors)
+            mapping[key_text] = _convert(loader, value_node, errors,
+                                         f"{path}.{key_text}" if path else key_text)
             key_lines[key_text] = key_line
         return Located(mapping, line, key_lines)
     if isinstance(node, yaml.SequenceNode):
-        return Located([_convert(loader, item, errors) for item in node.value], line)
+        return Located([_convert(loader, item, errors, f"{path}[{index}]")
+                        for index, item in enumerate(node.value)], line)
     return Located(_scalar(loader, node, errors), line)
 
 

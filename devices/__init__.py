@@ -1,0 +1,1 @@
+"""Device drivers: one module per transport, registered in `devices.registry`."""

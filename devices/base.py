@@ -1,0 +1,43 @@
+"""What every driver produces and the sink it hands it to.
+
+A driver reads one device and turns what it reads into `Record`s: the field
+values taken at one instant. It hands each record, and each piece of input it
+had to reject, to a `RecordSink` owned by the pipeline. A driver never dies of
+bad input or of a device that went away: it counts, logs once, and goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Field values read from a device at one instant.
+
+    `ts` is the time the values were taken, in seconds since the Unix epoch (UTC).
+    """
+
+    ts: float
+    fields: Mapping[str, JsonValue]
+
+
+class RecordSink(Protocol):
+    """Where a driver delivers what it read."""
+
+    def record(self, record: Record) -> None:
+        """Accept one record; never blocks, never raises."""
+
+    def rejected(self, reason: str, detail: str) -> None:
+        """Count one piece of input dropped for `reason` (a short snake_case word)."""
+
+    def device_state(self, up: bool, detail: str) -> None:
+        """Report that the device became reachable (up) or went away."""
+
+
+# A running driver: a coroutine that reads until cancelled.
+DriverRun = Callable[[RecordSink], Coroutine[Any, Any, None]]

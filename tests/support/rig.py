@@ -1,0 +1,243 @@
+"""A whole delivery path for integration tests, every part real.
+
+pty sensor -> gateway process -> (optional TCP proxy) -> mosquitto -> consumer
+process -> SQLite `readings`, plus a wire tap. The sensor sends JSON lines
+`{"n": k}`; the device map turns each into one reading per delivery class
+(streams `amo`, `alo`, `eo`), so every reading's value says which line it
+came from and the counts below can be checked per class.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.broker import Mosquitto
+from tests.support.procs import Service
+from tests.support.proxy import TcpProxy
+from tests.support.pty_device import PtyDevice
+from tests.support.waiting import wait_for
+from tests.support.wiretap import WireTap
+
+STREAMS = {"amo": "at-most-once", "alo": "at-least-once", "eo": "exactly-once"}
+DURABLE = ("alo", "eo")
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """The proof of one delivery class after a run."""
+
+    stream: str
+    produced: int
+    stored_by_gateway: int
+    delivered: int
+    rows: int
+    lost: int
+    wire_duplicates: int
+    duplicates_in_readings: int
+    consumer_dropped_duplicates: int
+    gateway_drops: int
+    consumer_gaps: int
+
+    def line(self) -> str:
+        """One row of the table printed with each test."""
+        return (f"{STREAMS[self.stream]:<14} produced {self.produced:>5}  stored "
+                f"{self.stored_by_gateway:>5}  delivered {self.delivered:>5}  lost {self.lost:>4}  "
+                f"dup-on-wire {self.wire_duplicates:>4}  dup-dropped "
+                f"{self.consumer_dropped_duplicates:>4}  dup-in-readings "
+                f"{self.duplicates_in_readings:>3}  gw-drops {self.gateway_drops:>4}  "
+                f"gaps {self.consumer_gaps:>4}")
+
+
+class Rig:
+    """Starts and breaks the parts of a delivery path."""
+
+    def __init__(self, workdir: Path, *, gateway_id: str = "gw-test", via_proxy: bool = False,
+                 broker_persistent: bool = True) -> None:
+        self.workdir = workdir
+        self.gateway_id = gateway_id
+        self.broker = Mosquitto(workdir / "broker", persistent=broker_persistent)
+        self.broker.start()
+        self.proxy = TcpProxy(self.broker.port) if via_proxy else None
+        self.device = PtyDevice(workdir / "ttyTEST")
+        self.next_n = 1
+        self.sent: list[int] = []
+        self.tap = WireTap(self.broker.port, f"gw/{gateway_id}/#")
+        wait_for(self.tap.subscribed.is_set, timeout=10, what="wire tap subscribed")
+        self.consumer_db = workdir / "consumer.sqlite"
+        self.consumer = Service("consume", self._consumer_config(), workdir, "consumer")
+        self.gateway = Service("run", self._gateway_config(), workdir, "gateway")
+
+    # -- configs -------------------------------------------------------------
+    def _gateway_config(self) -> Path:
+        port = self.proxy.port if self.proxy else self.broker.port
+        streams = "\n".join(
+            f"      - {{name: {name}, field: n, delivery: {delivery}}}"
+            for name, delivery in STREAMS.items()
+        )
+        path = self.workdir / "gateway.yaml"
+        path.write_text(f"""version: 1
+gateway:
+  id: {self.gateway_id}
+  state_dir: {self.workdir / 'state'}
+  summary_interval: 1s
+broker:
+  url: mqtt://127.0.0.1:{port}
+  keepalive: 5s
+store:
+  commit_interval: 50ms
+  at_most_once_buffer: 100000
+devices:
+  - id: dev
+    driver: serial
+    port: {self.device.link}
+    reopen_max: 0.5s
+    streams:
+{streams}
+""")
+        return path
+
+    def _consumer_config(self) -> Path:
+        path = self.workdir / "consumer.yaml"
+        path.write_text(f"""version: 1
+broker:
+  url: mqtt://127.0.0.1:{self.broker.port}
+  client_id: consumer-{self.gateway_id}
+  subscribe: gw/{self.gateway_id}/#
+  keepalive: 5s
+database: {self.consumer_db}
+commit_interval: 50ms
+summary_interval: 1s
+""")
+        return path
+
+    # -- starting the parts ----------------------------------------------------
+    def start_consumer(self) -> None:
+        """Start the consumer and wait until it has subscribed."""
+        self.consumer.start()
+        self.consumer.wait_log(r"subscribed to")
+
+    def start_gateway(self) -> None:
+        """Start the gateway and wait until it has opened the serial port."""
+        self.gateway.start()
+        self.gateway.wait_log(r"device=dev up")
+
+    def restart_broker(self) -> None:
+        """Start the broker again on the same port."""
+        self.broker.start()
+
+    # -- the sensor ----------------------------------------------------------
+    def send(self, count: int, per_second: float = 400.0) -> None:
+        """Send `count` lines at a bounded rate."""
+        gap = 1.0 / per_second
+        for _ in range(count):
+            self.device.send({"n": self.next_n})
+            self.sent.append(self.next_n)
+            self.next_n += 1
+            time.sleep(gap)
+
+    def wait_stored(self, timeout: float = 15.0) -> None:
+        """Wait until the gateway has committed every durable reading sent so far."""
+        wait_for(lambda: self.gateway_stored("alo") >= len(self.sent)
+                 and self.gateway_stored("eo") >= len(self.sent),
+                 timeout=timeout, what=f"gateway to store {len(self.sent)} readings per stream")
+
+    def wait_delivered(self, timeout: float = 60.0) -> None:
+        """Wait until every durable reading sent is in `readings`."""
+        wanted = set(self.sent)
+        wait_for(lambda: all(set(self.values(s)) >= wanted for s in DURABLE),
+                 timeout=timeout, what="every durable reading in readings")
+
+    def wait_delivered_or_gaps(self, timeout: float = 60.0) -> None:
+        """Wait until the gateway's outbox is empty and the consumer has caught up.
+
+        For runs where the broker may lose acknowledged readings: every durable
+        reading then either arrived or is counted as a gap.
+        """
+        outbox = self.workdir / "state" / "outbox.sqlite"
+
+        def settled() -> bool:
+            pending = self._query(outbox, "SELECT count(*) FROM outbox")
+            if not pending or pending[0][0] != 0:
+                return False
+            return all(
+                self.counts(s).delivered + self.counts(s).consumer_gaps >= len(self.sent)
+                for s in DURABLE)
+
+        wait_for(settled, timeout=timeout, what="outbox drained and consumer caught up")
+
+    # -- what the stores say ---------------------------------------------------
+    def _query(self, path: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        if not path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def gateway_stored(self, stream: str) -> int:
+        """Seqs handed out for a stream over all epochs (durable: readings stored)."""
+        rows = self._query(self.workdir / "state" / "outbox.sqlite",
+                           "SELECT coalesce(sum(last_seq), 0) FROM sequences WHERE stream = ?",
+                           (stream,))
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+    def gateway_drops(self, stream: str) -> int:
+        """Readings of a stream the gateway counted as dropped."""
+        rows = self._query(self.workdir / "state" / "outbox.sqlite",
+                           "SELECT coalesce(sum(count), 0) FROM drops WHERE stream = ?", (stream,))
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+    def values(self, stream: str) -> list[int]:
+        """The line numbers of the rows of a stream in `readings`."""
+        rows = self._query(self.consumer_db,
+                           "SELECT value FROM readings WHERE stream = ?", (stream,))
+        return [int(str(v)) for (v,) in rows]
+
+    def counts(self, stream: str) -> ClassCounts:
+        """Produced, stored, delivered, lost and duplicated, for one stream."""
+        values = self.values(stream)
+        delivered = set(values)
+        produced = len(self.sent)
+        counters = self._query(self.consumer_db,
+                               "SELECT coalesce(sum(duplicates), 0), coalesce(sum(gaps), 0) "
+                               "FROM stream_counters WHERE stream = ?", (stream,))
+        dropped_dups, gaps = counters[0] if counters else (0, 0)
+        return ClassCounts(
+            stream=stream,
+            produced=produced,
+            stored_by_gateway=self.gateway_stored(stream) if stream in DURABLE else 0,
+            delivered=len(delivered),
+            rows=len(values),
+            lost=len(set(self.sent) - delivered),
+            wire_duplicates=self.tap.duplicates(stream),
+            duplicates_in_readings=len(values) - len(delivered),
+            consumer_dropped_duplicates=int(dropped_dups),  # type: ignore[call-overload]
+            gateway_drops=self.gateway_drops(stream),
+            consumer_gaps=int(gaps),  # type: ignore[call-overload]
+        )
+
+    def report(self, title: str) -> dict[str, ClassCounts]:
+        """Counts per class, printed as a table (pytest shows it with -s or on failure)."""
+        table = {s: self.counts(s) for s in STREAMS}
+        print(f"\n{title}: broker kills {self.broker.kills}, gateway kills {self.gateway.kills}, "
+              f"consumer kills {self.consumer.kills}, unplugs {self.device.unplugs}"
+              + (f", stalls {self.proxy.stalls}, cuts {self.proxy.cuts}" if self.proxy else ""))
+        for counts in table.values():
+            print("  " + counts.line())
+        return table
+
+    def close(self) -> None:
+        """Stop everything the rig started."""
+        self.gateway.ensure_stopped()
+        self.consumer.ensure_stopped()
+        self.tap.close()
+        if self.proxy is not None:
+            self.proxy.close()
+        self.broker.stop()
+        self.device.close()
