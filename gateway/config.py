@@ -188,19 +188,25 @@ def _read_devices(root: MapReader) -> tuple[DeviceConfig, ...]:
     return tuple(devices)
 
 
+def _unique_segment(reader: MapReader, key: str, seen: dict[str, int], once: str) -> str | None:
+    """A topic segment under `key` not used before in `seen` (name -> line)."""
+    value = reader.string(key, required=True, expected=SEGMENT_EXPECTED)
+    located = reader.raw(key)
+    if value is None or located is None:
+        return None
+    problem = segment_problem(value)
+    if problem is not None:
+        reader.problem(key, SEGMENT_EXPECTED, describe(value), problem)
+        return None
+    if value in seen:
+        reader.problem(key, once, describe(value), f"already used at line {seen[value]}")
+        return None
+    seen[value] = located.line
+    return value
+
+
 def _read_device(reader: MapReader, seen: dict[str, int]) -> DeviceConfig | None:
-    device_id = reader.string("id", required=True, expected=SEGMENT_EXPECTED)
-    if device_id is not None:
-        problem = segment_problem(device_id)
-        if problem is not None:
-            reader.problem("id", SEGMENT_EXPECTED, describe(device_id), problem)
-            device_id = None
-        elif device_id in seen:
-            reader.problem("id", "a device id used once", describe(device_id),
-                           f"already used at line {seen[device_id]}")
-            device_id = None
-        else:
-            seen[device_id] = reader.raw("id").line  # type: ignore[union-attr]
+    device_id = _unique_segment(reader, "id", seen, "a device id used once")
     driver_name = reader.string("driver", required=True, expected="a driver name")
     spec = None
     if driver_name is not None:
@@ -248,18 +254,7 @@ def _read_streams(
 def _read_stream(
     reader: MapReader, seen: dict[str, int], offered: frozenset[str] | None
 ) -> StreamConfig | None:
-    name = reader.string("name", required=True, expected=SEGMENT_EXPECTED)
-    if name is not None:
-        problem = segment_problem(name)
-        if problem is not None:
-            reader.problem("name", SEGMENT_EXPECTED, describe(name), problem)
-            name = None
-        elif name in seen:
-            reader.problem("name", "a stream name used once per device", describe(name),
-                           f"already used at line {seen[name]}")
-            name = None
-        else:
-            seen[name] = reader.raw("name").line  # type: ignore[union-attr]
+    name = _unique_segment(reader, "name", seen, "a stream name used once per device")
     field = reader.string("field", default=name, expected="the name of a field in the record")
     if field is not None and offered is not None and field not in offered:
         reader.problem("field", "one of the fields the driver offers: " + ", ".join(sorted(offered)),

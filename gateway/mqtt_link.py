@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -150,7 +151,8 @@ class MqttLink:
         except TimeoutError:
             return f"no answer from {self.address} within {CONNECT_TIMEOUT:.0f}s"
         except OSError as exc:
-            return f"cannot reach {self.address}: {exc.strerror or exc}"
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            return f"cannot reach broker {self.address}: {why}"
         self._connack = self._loop.create_future()
         self.client.preconnected = sock
         try:

@@ -39,6 +39,8 @@ class Publisher:
         self._payload_limit = max_payload_bytes
         self._cursor = 0
         self._retry: list[int] = []
+        self._in_flight_rows: dict[int, OutboxRow] = {}
+        self._quarantine_logged: set[tuple[str, str, str]] = set()
         self.acked: list[int] = []
         self.quarantined: list[tuple[int, str]] = []
         self.sent_volatile = 0
@@ -100,7 +102,8 @@ class Publisher:
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         for row in rows:
             if len(row.payload) > self._payload_limit:
-                self._quarantine(row.id, "too_large")
+                self._quarantine(row, f"too_large: {len(row.payload)} bytes, "
+                                      f"limit {self._payload_limit}")
                 continue
             mid = self.link.publish(row.topic, row.payload, row.qos)
             if mid is None:
@@ -108,29 +111,39 @@ class Publisher:
                 self._retry.append(row.id)
                 continue
             self.window.add(mid, row.id)
+            self._in_flight_rows[row.id] = row
 
     def _on_publish(self, mid: int, rc: ReasonCode) -> None:
         row_id = self.window.settle(mid)
         if row_id is None:
             return  # an at-most-once message written to the socket
+        row = self._in_flight_rows.pop(row_id)
         outcome = classify_ack(rc.value)
         if outcome is AckOutcome.DELIVERED:
             self.acked.append(row_id)
             self.acknowledged += 1
             if not self.first_ack_logged:
                 self.first_ack_logged = True
-                log.info("broker acknowledged the first stored reading (outbox row %d)", row_id)
+                log.info("broker acknowledged the first stored reading: device=%s stream=%s "
+                         "seq=%d", row.device, row.stream, row.seq)
         elif outcome is AckOutcome.RETRY:
-            log.info("broker asked to resend outbox row %d (%s)", row_id, rc)
+            log.info("device=%s stream=%s seq=%d: broker asked for a resend (%s)",
+                     row.device, row.stream, row.seq, rc)
             self._retry.append(row_id)
         else:
-            self._quarantine(row_id, f"broker rejected: {rc}")
+            self._quarantine(row, f"broker rejected: {rc}")
         self.wake()
 
-    def _quarantine(self, row_id: int, reason: str) -> None:
-        self.rejections[reason] += 1
-        self.quarantined.append((row_id, reason))
-        log.warning("outbox row %d quarantined: %s", row_id, reason)
+    def _quarantine(self, row: OutboxRow, reason: str) -> None:
+        kind = reason.split(":", maxsplit=1)[0]
+        self.rejections[kind] += 1
+        self.quarantined.append((row.id, reason))
+        first = (row.device, row.stream, kind) not in self._quarantine_logged
+        self._quarantine_logged.add((row.device, row.stream, kind))
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "device=%s stream=%s seq=%d quarantined (topic %s): %s%s", row.device, row.stream,
+                row.seq, row.topic, reason,
+                "; further ones of this stream are counted in `status`" if first else "")
 
     def take_settled(self) -> tuple[list[int], list[tuple[int, str]]]:
         """Rows acknowledged and rows quarantined since the last call."""

@@ -55,6 +55,9 @@ class OutboxRow:
     """A stored reading as the publisher sends it."""
 
     id: int
+    device: str
+    stream: str
+    seq: int
     qos: int
     topic: str
     payload: bytes
@@ -137,6 +140,7 @@ class Outbox:
         refused = 0
         if readings and self.bytes_used >= self.max_bytes:
             refused = len(readings)
+            drops = drops.copy()  # the caller's counts stay as they were if this commit fails
             for r in readings:
                 drops[("store_full", r.device, r.stream)] += 1
             readings = []
@@ -195,7 +199,8 @@ class Outbox:
     def fetch(self, after_id: int, limit: int) -> list[OutboxRow]:
         """Stored rows in id order (which is seq order per stream)."""
         cursor = self._conn.execute(
-            "SELECT id, qos, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, device, stream, seq, qos, topic, payload FROM outbox WHERE id > ? "
+            "ORDER BY id LIMIT ?",
             (after_id, limit),
         )
         return [OutboxRow(*row) for row in cursor]
@@ -204,7 +209,8 @@ class Outbox:
         """Specific rows (to resend), in id order; rows no longer stored are skipped."""
         marks = ",".join("?" * len(ids))
         cursor = self._conn.execute(
-            f"SELECT id, qos, topic, payload FROM outbox WHERE id IN ({marks}) ORDER BY id", ids
+            f"SELECT id, device, stream, seq, qos, topic, payload FROM outbox WHERE id IN ({marks}) "
+            "ORDER BY id", ids
         )
         return [OutboxRow(*row) for row in cursor]
 
@@ -250,7 +256,13 @@ class _transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT can leave the transaction open, wedging every later BEGIN.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
         elif self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 

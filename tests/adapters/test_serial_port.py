@@ -22,48 +22,12 @@ from typing import Any
 import pytest
 import serial_asyncio_fast
 
-from devices.base import DriverRun, Record
+from devices.base import DriverRun
 from devices.serial_port import SerialOptions, start
+from tests.support.recording_sink import RecordingSink
 from tests.support.waiting import wait_for
 
-TIMEOUT = 5.0
-
-
-class RecordingSink:
-    """Collects what a driver delivers, safe to read from the test thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._records: list[Record] = []
-        self._states: list[tuple[bool, str]] = []
-        self._rejects: list[tuple[str, str]] = []
-
-    def record(self, record: Record) -> None:
-        with self._lock:
-            self._records.append(record)
-
-    def rejected(self, reason: str, detail: str) -> None:
-        with self._lock:
-            self._rejects.append((reason, detail))
-
-    def device_state(self, up: bool, detail: str) -> None:
-        with self._lock:
-            self._states.append((up, detail))
-
-    @property
-    def fields(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(record.fields) for record in self._records]
-
-    @property
-    def states(self) -> list[tuple[bool, str]]:
-        with self._lock:
-            return list(self._states)
-
-    @property
-    def reject_counts(self) -> Counter[str]:
-        with self._lock:
-            return Counter(reason for reason, _ in self._rejects)
+TIMEOUT = 15.0
 
 
 @contextmanager
@@ -275,6 +239,7 @@ def test_unplug_is_reported_once_and_replug_resumes(
         wait_for(lambda: sink.fields, timeout=TIMEOUT, what="the first record")
 
         first.unplug()
+        port.unlink()  # the udev symlink goes away with the adapter
         wait_for(lambda: not sink.states[-1][0], timeout=TIMEOUT, what="the port reported down")
         attempts_when_down = len(open_attempts)
         wait_for(
@@ -288,7 +253,7 @@ def test_unplug_is_reported_once_and_replug_resumes(
         second = new_device()
         temporary = tmp_path / "ttyCLIMATE.new"
         temporary.symlink_to(second.path)
-        os.replace(temporary, port)  # atomic: the driver never sees the path missing
+        os.replace(temporary, port)  # the adapter is back, at the same path
         wait_until_up(sink, times=2)
         second.send(b'{"seq": 2}\n')
         wait_for(lambda: len(sink.fields) >= 2, timeout=TIMEOUT, what="a record after replug")

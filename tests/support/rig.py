@@ -9,13 +9,17 @@ came from and the counts below can be checked per class.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.broker import Mosquitto
-from tests.support.procs import Service
+from tests.support.procs import REPO, Service
 from tests.support.proxy import TcpProxy
 from tests.support.pty_device import PtyDevice
 from tests.support.waiting import wait_for
@@ -40,10 +44,12 @@ class ClassCounts:
     consumer_dropped_duplicates: int
     gateway_drops: int
     consumer_gaps: int
+    delivery: str = ""
 
     def line(self) -> str:
         """One row of the table printed with each test."""
-        return (f"{STREAMS[self.stream]:<14} produced {self.produced:>5}  stored "
+        label = self.delivery or STREAMS.get(self.stream, self.stream)
+        return (f"{label:<14} {self.stream:<6} produced {self.produced:>5}  stored "
                 f"{self.stored_by_gateway:>5}  delivered {self.delivered:>5}  lost {self.lost:>4}  "
                 f"dup-on-wire {self.wire_duplicates:>4}  dup-dropped "
                 f"{self.consumer_dropped_duplicates:>4}  dup-in-readings "
@@ -55,10 +61,21 @@ class Rig:
     """Starts and breaks the parts of a delivery path."""
 
     def __init__(self, workdir: Path, *, gateway_id: str = "gw-test", via_proxy: bool = False,
-                 broker_persistent: bool = True) -> None:
+                 broker_persistent: bool = True, broker_extra: str = "",
+                 streams: dict[str, str] | None = None, topic_prefix: str | None = None,
+                 device_extra: str = "") -> None:
+        """`broker_extra` is appended to mosquitto.conf; `streams` (name -> delivery,
+        all on the field `n`) replaces the default amo/alo/eo set and must keep
+        `alo` and `eo`; `topic_prefix` sets broker.topic_prefix; `device_extra`
+        is YAML added to the serial device's mapping (e.g. "max_line_bytes: 1KiB").
+        """
         self.workdir = workdir
         self.gateway_id = gateway_id
-        self.broker = Mosquitto(workdir / "broker", persistent=broker_persistent)
+        self.streams = dict(streams) if streams is not None else dict(STREAMS)
+        self.topic_prefix = topic_prefix
+        self.device_extra = device_extra
+        self.broker = Mosquitto(workdir / "broker", persistent=broker_persistent,
+                                extra=broker_extra)
         self.broker.start()
         self.proxy = TcpProxy(self.broker.port) if via_proxy else None
         self.device = PtyDevice(workdir / "ttyTEST")
@@ -75,8 +92,10 @@ class Rig:
         port = self.proxy.port if self.proxy else self.broker.port
         streams = "\n".join(
             f"      - {{name: {name}, field: n, delivery: {delivery}}}"
-            for name, delivery in STREAMS.items()
+            for name, delivery in self.streams.items()
         )
+        prefix = f"\n  topic_prefix: '{self.topic_prefix}'" if self.topic_prefix else ""
+        device_extra = "".join(f"    {line}\n" for line in self.device_extra.splitlines())
         path = self.workdir / "gateway.yaml"
         path.write_text(f"""version: 1
 gateway:
@@ -85,7 +104,7 @@ gateway:
   summary_interval: 1s
 broker:
   url: mqtt://127.0.0.1:{port}
-  keepalive: 5s
+  keepalive: 5s{prefix}
 store:
   commit_interval: 50ms
   at_most_once_buffer: 100000
@@ -94,7 +113,7 @@ devices:
     driver: serial
     port: {self.device.link}
     reopen_max: 0.5s
-    streams:
+{device_extra}    streams:
 {streams}
 """)
         return path
@@ -220,17 +239,42 @@ summary_interval: 1s
             consumer_dropped_duplicates=int(dropped_dups),  # type: ignore[call-overload]
             gateway_drops=self.gateway_drops(stream),
             consumer_gaps=int(gaps),  # type: ignore[call-overload]
+            delivery=self.streams.get(stream, ""),
         )
 
     def report(self, title: str) -> dict[str, ClassCounts]:
         """Counts per class, printed as a table (pytest shows it with -s or on failure)."""
-        table = {s: self.counts(s) for s in STREAMS}
+        table = {s: self.counts(s) for s in self.streams}
         print(f"\n{title}: broker kills {self.broker.kills}, gateway kills {self.gateway.kills}, "
               f"consumer kills {self.consumer.kills}, unplugs {self.device.unplugs}"
               + (f", stalls {self.proxy.stalls}, cuts {self.proxy.cuts}" if self.proxy else ""))
         for counts in table.values():
             print("  " + counts.line())
         return table
+
+    @property
+    def store_path(self) -> Path:
+        """The gateway's SQLite outbox."""
+        return self.workdir / "state" / "outbox.sqlite"
+
+    def store_query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Read the gateway's store (read-only connection; [] when not readable yet)."""
+        return self._query(self.store_path, sql, args)
+
+    def consumer_query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Read the consumer's database (read-only connection; [] when not readable yet)."""
+        return self._query(self.consumer_db, sql, args)
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run `python -m gateway ARGS` as a real process in the rig's directory."""
+        return run_cli(*args, cwd=self.workdir, timeout=timeout)
+
+    def status(self) -> dict[str, object]:
+        """`python -m gateway status --config <gateway.yaml> --json`, parsed."""
+        done = self.cli("status", "--config", str(self.gateway.config), "--json")
+        assert done.returncode == 0, f"status exited {done.returncode}: {done.stderr}"
+        report: dict[str, object] = json.loads(done.stdout)
+        return report
 
     def close(self) -> None:
         """Stop everything the rig started."""
@@ -241,3 +285,10 @@ summary_interval: 1s
             self.proxy.close()
         self.broker.stop()
         self.device.close()
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` as a real process; its exit code and output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from devices.base import DriverRun, Record
+from devices.base import DriverRun
 from devices.simulator import (
     FIELDS,
     SimulatedClimate,
@@ -25,6 +25,7 @@ from devices.simulator import (
 )
 from gateway.config_reader import MapReader, Problem
 from gateway.yaml_source import load_located
+from tests.support.recording_sink import RecordingSink
 from tests.support.waiting import wait_for
 
 # -- the model ----------------------------------------------------------------
@@ -117,32 +118,6 @@ def test_bad_keys_are_reported(yaml_text: str, path: str) -> None:
 
 
 # -- the driver ---------------------------------------------------------------
-
-
-class RecordingSink:
-    """Collects what a driver delivers, safe to read from the test thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._records: list[Record] = []
-        self._states: list[tuple[bool, str]] = []
-        self._rejects: list[tuple[str, str]] = []
-
-    def record(self, record: Record) -> None:
-        with self._lock:
-            self._records.append(record)
-
-    def rejected(self, reason: str, detail: str) -> None:
-        with self._lock:
-            self._rejects.append((reason, detail))
-
-    def device_state(self, up: bool, detail: str) -> None:
-        with self._lock:
-            self._states.append((up, detail))
-
-    def snapshot(self) -> tuple[list[Record], list[tuple[bool, str]], list[tuple[str, str]]]:
-        with self._lock:
-            return list(self._records), list(self._states), list(self._rejects)
 
 
 @contextmanager
