@@ -103,15 +103,15 @@ def _run(path: Path, level: str) -> int:
     except StoreError as exc:
         log.error("%s", exc)
         return 1
-    clean = False
+    clean = ok = False
     try:
-        asyncio.run(serve(config, outbox))
+        ok = asyncio.run(serve(config, outbox))
         clean = True
     finally:
         outbox.close(clean=clean)
     log.info("store %s closed cleanly; epoch %s continues at the next start",
              config.store_path, outbox.epoch)
-    return 0
+    return 0 if ok else 1
 
 
 def _consume(path: Path, level: str) -> int:

@@ -141,14 +141,18 @@ class Consumer:
                 log.info("summary: stored %d, duplicates dropped %d, payloads rejected %d",
                          *figures)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> bool:
         """Consume until `stop` is set; commit and acknowledge what is held."""
         log.info("consumer %s starting: database %s", self.config.client_id,
                  self.config.database_label)
-        tasks = [asyncio.create_task(self.link.run()), asyncio.create_task(self._committer()),
-                 asyncio.create_task(self._summaries())]
+        tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
+                 asyncio.create_task(self._committer(), name="committer"),
+                 asyncio.create_task(self._summaries(), name="summaries")]
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        for task in failed:
+            log.error("task %s failed: %r; stopping", task.get_name(), task.exception())
         try:
             self.commit()
         except Exception as exc:  # noqa: BLE001 - unacknowledged messages will be redelivered
@@ -160,16 +164,17 @@ class Consumer:
         await asyncio.gather(*tasks, return_exceptions=True)
         log.info("consumer stopped: stored %d, duplicates dropped %d, rejected %d",
                  self.fresh, self.duplicates, self.rejected)
+        return not failed
 
 
-async def _serve(config: ConsumerConfig) -> None:
+async def _serve(config: ConsumerConfig) -> bool:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     db = open_readings_db(config.database)
     try:
-        await Consumer(config, db).run(stop)
+        return await Consumer(config, db).run(stop)
     finally:
         db.close()
 
@@ -177,10 +182,10 @@ async def _serve(config: ConsumerConfig) -> None:
 def consume(config: ConsumerConfig) -> int:
     """Run the consumer until SIGTERM/SIGINT; the process exit code."""
     try:
-        asyncio.run(_serve(config))
+        ok = asyncio.run(_serve(config))
     except Exception as exc:  # noqa: BLE001 - e.g. database unreachable at start
         log.error("consumer cannot run: %s", exc)
         return 1
-    return 0
+    return 0 if ok else 1
 
 

@@ -35,10 +35,41 @@ class ReadingsDB(Protocol):
         """Close the connection."""
 
 
-def _row(env: Envelope, received_at: float) -> tuple[Any, ...]:
+def _row(env: Envelope, received_at: float) -> tuple[Any, ...] | None:
+    """The `readings` row of a reading, or None when a backend cannot store its text."""
     value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
+    if not all(_storable(text) for text in (env.gateway, env.epoch, env.device, env.stream, value,
+                                            env.unit or "")):
+        return None
     return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
             env.unit, format_ts(received_at))
+
+
+def _storable(text: str) -> bool:
+    """False for text that `decode` accepts ("\\ud800", "\\u0000") but a backend cannot store:
+    lone surrogates (not UTF-8) and NUL (not in PostgreSQL text). Failing the whole batch on
+    one of them would make the consumer retry it forever (DESIGN.md rule 4)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float
+          ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], Counter[str]]:
+    """The rows to insert, and the batch's reject counts with unstorable readings as bad_field."""
+    rows = []
+    all_rejects = Counter(rejects)
+    for env in readings:
+        row = _row(env, received_at)
+        if row is None:
+            all_rejects["bad_field"] += 1
+        else:
+            rows.append((env, row))
+    return rows, all_rejects
 
 
 class SqliteReadings:
@@ -69,15 +100,15 @@ class SqliteReadings:
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
-        now = time.time()
+        rows, all_rejects = _rows(readings, rejects, time.time())
         conn = self._conn
         outcomes: list[tuple[StreamId, int, bool]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for env in readings:
+            for env, row in rows:
                 cursor = conn.execute(
                     f"INSERT OR IGNORE INTO readings({_READINGS_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _row(env, now))
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                  cursor.rowcount == 1))
             deltas = fold(outcomes)
@@ -95,13 +126,14 @@ class SqliteReadings:
             conn.executemany(
                 "INSERT INTO consumer_rejects(reason, count) VALUES (?, ?) "
                 "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
-                list(rejects.items()),
+                list(all_rejects.items()),
             )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
         fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
         return fresh, len(outcomes) - fresh
 
@@ -136,15 +168,15 @@ class PostgresReadings:
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
-        now = time.time()
+        rows, all_rejects = _rows(readings, rejects, time.time())
         outcomes: list[tuple[StreamId, int, bool]] = []
         try:
             with self._conn.cursor() as cur:
-                for env in readings:
+                for env, row in rows:
                     cur.execute(
                         f"INSERT INTO readings({_READINGS_COLUMNS}) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        _row(env, now))
+                        row)
                     outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                      cur.rowcount == 1))
                 deltas = fold(outcomes)
@@ -160,7 +192,7 @@ class PostgresReadings:
                         "gaps = greatest(0, greatest(c.max_seq, excluded.max_seq) "
                         "- (c.received + excluded.received))",
                         (*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received))
-                for reason, count in rejects.items():
+                for reason, count in all_rejects.items():
                     cur.execute(
                         "INSERT INTO consumer_rejects AS r (reason, count) VALUES (%s, %s) "
                         "ON CONFLICT (reason) DO UPDATE SET count = r.count + excluded.count",
@@ -169,6 +201,7 @@ class PostgresReadings:
         except BaseException:
             self._conn.rollback()
             raise
+        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
         fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
         return fresh, len(outcomes) - fresh
 

@@ -157,8 +157,8 @@ class Gateway:
                      "dropped %d; backlog %d; broker %s", *figures, backlog, state)
 
     # -- life cycle --------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then shut down in order."""
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Run until `stop` is set, then shut down in order; False when a task died."""
         log.info("gateway %s starting: store %s, epoch %s (%s), %d devices, broker %s",
                  self.config.gateway_id, self.outbox.path, self.outbox.epoch,
                  "continued after a clean stop" if self.outbox.continued else "new",
@@ -181,10 +181,13 @@ class Gateway:
         self.publisher.wake()
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *background, *devices], return_when=asyncio.FIRST_COMPLETED)
-        for task in [*background, *devices]:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("task %s failed: %r", task.get_name(), task.exception())
+        failed = [t for t in (*background, *devices)
+                  if t.done() and not t.cancelled() and t.exception() is not None]
+        for task in failed:
+            log.error("task %s failed: %r; stopping so the service manager restarts us",
+                      task.get_name(), task.exception())
         await self._shutdown(devices, background)
+        return not failed
 
     async def _shutdown(self, devices: list[asyncio.Task[None]],
                         background: list[asyncio.Task[None]]) -> None:
@@ -209,10 +212,10 @@ class Gateway:
                  "unacknowledged", self.outbox.pending_count(), self.publisher.in_flight)
 
 
-async def serve(config: GatewayConfig, outbox: Outbox) -> None:
-    """Run a gateway until SIGTERM or SIGINT."""
+async def serve(config: GatewayConfig, outbox: Outbox) -> bool:
+    """Run a gateway until SIGTERM or SIGINT; False when it stopped on a failure."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Gateway(config, outbox).run(stop)
+    return await Gateway(config, outbox).run(stop)
