@@ -29,7 +29,11 @@ class ReadingsDB(Protocol):
     """Where the consumer writes."""
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
-        """Store a batch; returns (fresh, duplicates). Raises the driver's error on failure."""
+        """Store a batch; returns (fresh, duplicates). Raises the driver's error on failure.
+
+        A reading whose text cannot be stored (NUL, lone surrogates) is not stored: it is
+        counted as the reject `bad_field`, in the database and, after the commit, in `rejects`.
+        """
 
     def close(self) -> None:
         """Close the connection."""
