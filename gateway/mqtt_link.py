@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt import _packet
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -48,7 +49,13 @@ class Session:
 
 
 class _Client(mqtt.Client):
-    """paho's client, taking a socket the event loop already connected."""
+    """paho's client, taking a socket the event loop already connected.
+
+    It also honours a failure reason code in PUBREC, which paho ignores: by
+    MQTT 5 (4.3.3) the QoS 2 exchange ends there, so the message is reported
+    through `on_publish` with that code instead of being sent a PUBREL and
+    then reported as delivered.
+    """
 
     preconnected: socket.socket | None = None
 
@@ -57,6 +64,14 @@ class _Client(mqtt.Client):
         if sock is None:
             raise OSError(errno.ENOTCONN, "no connected socket was handed over")
         return sock
+
+    def _handle_pubrec(self) -> MQTTErrorCode:
+        packet = _packet.decode_pubrec(self._in_packet["command"], self._in_packet["packet"],
+                                       self._protocol)
+        if packet.reason.is_failure and packet.mid in self._out_messages:
+            with self._out_message_mutex:
+                return self._do_on_publish(packet.mid, packet.reason, packet.properties)
+        return super()._handle_pubrec()
 
 
 class MqttLink:

@@ -18,11 +18,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.inflight import AckOutcome, InflightWindow, classify_ack
 from gateway.ingest import Intake
 from gateway.mqtt_link import MqttLink, Session
+from gateway.packet_size import publish_packet_size
 from gateway.store import Outbox, OutboxRow
 
 log = logging.getLogger("gateway.publisher")
 
-PACKET_OVERHEAD = 64  # fixed header, properties and packet id, generously
 
 
 class Publisher:
@@ -36,7 +36,7 @@ class Publisher:
         self.window = InflightWindow(max_inflight)
         self._max_inflight = max_inflight
         self._max_payload = max_payload_bytes
-        self._payload_limit = max_payload_bytes
+        self._max_packet: int | None = None
         self._cursor = 0
         self._retry: list[int] = []
         self._in_flight_rows: dict[int, OutboxRow] = {}
@@ -58,11 +58,18 @@ class Publisher:
     def connected(self, session: Session) -> None:
         """Adopt the broker's limits from CONNACK and start sending."""
         self.window.resize(min(self._max_inflight, session.receive_maximum))
-        limit = self._max_payload
-        if session.maximum_packet_size:
-            limit = min(limit, session.maximum_packet_size - PACKET_OVERHEAD)
-        self._payload_limit = limit
+        self._max_packet = session.maximum_packet_size
         self.wake()
+
+    def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
+        """Why a message must not be sent, or None when it fits."""
+        if len(payload) > self._max_payload:
+            return f"too_large: payload {len(payload)} bytes, max_payload_bytes {self._max_payload}"
+        if self._max_packet is not None:
+            size = publish_packet_size(topic, len(payload), qos)
+            if size > self._max_packet:
+                return f"too_large: packet {size} bytes, broker maximum {self._max_packet}"
+        return None
 
     async def run(self) -> None:
         """Send whatever there is room for, each time something changes."""
@@ -78,7 +85,7 @@ class Publisher:
         queue = self.intake.volatile
         while queue and self.link.connected:
             item = queue[0]
-            if len(item.payload) > self._payload_limit:
+            if self._too_large(item.topic, item.payload, 0) is not None:
                 queue.popleft()
                 self.intake.drop("too_large", item.device, item.stream)
                 continue
@@ -101,9 +108,9 @@ class Publisher:
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         for row in rows:
-            if len(row.payload) > self._payload_limit:
-                self._quarantine(row, f"too_large: {len(row.payload)} bytes, "
-                                      f"limit {self._payload_limit}")
+            too_large = self._too_large(row.topic, row.payload, row.qos)
+            if too_large is not None:
+                self._quarantine(row, too_large)
                 continue
             mid = self.link.publish(row.topic, row.payload, row.qos)
             if mid is None:

@@ -147,6 +147,15 @@ summary_interval: 1s
         """Start the broker again on the same port."""
         self.broker.start()
 
+    def unplug_device(self) -> None:
+        """Pull the serial device: its stable name goes first (as udev removes
+        /dev/serial/by-id/...), then the pty closes. A symlink left dangling at
+        /dev/pts/N could be reopened by the gateway once N is handed to some
+        other pty on the machine. `device.replug()` puts both back."""
+        if self.device.link.is_symlink():
+            self.device.link.unlink()
+        self.device.unplug()
+
     # -- the sensor ----------------------------------------------------------
     def send(self, count: int, per_second: float = 400.0) -> None:
         """Send `count` lines at a bounded rate."""
@@ -230,7 +239,9 @@ summary_interval: 1s
         return ClassCounts(
             stream=stream,
             produced=produced,
-            stored_by_gateway=self.gateway_stored(stream) if stream in DURABLE else 0,
+            stored_by_gateway=(self.gateway_stored(stream)
+                               if self.streams.get(stream, "at-most-once") != "at-most-once"
+                               else 0),
             delivered=len(delivered),
             rows=len(values),
             lost=len(set(self.sent) - delivered),
