@@ -150,3 +150,31 @@ def test_link_stalled_and_cut_through_proxy(rig_factory: type[Rig]) -> None:
     table = rig.report("link stalled x2, cut x2")
     assert_durable_exact(table)
     assert_at_most_once(table["amo"], losses_counted_by_gateway=False)
+
+
+def test_at_most_once_overflow_while_offline_is_counted_exactly(rig_factory: type[Rig]) -> None:
+    """The gateway cannot reach the broker (which, and the consumer, stay up):
+    durable readings wait in the store, at-most-once ones in a bounded memory
+    buffer whose overflow is dropped oldest first and counted, one by one."""
+    rig = rig_factory(via_proxy=True, amo_buffer=50)
+    assert rig.proxy is not None
+    rig.start_consumer()
+    rig.start_gateway()
+    rig.gateway.wait_log(r"connected to broker")
+    rig.send(100)
+    wait_for(lambda: len(rig.values("amo")) >= 100, timeout=15, what="readings before the outage")
+    rig.proxy.refuse()
+    rig.gateway.wait_log(r"connection to .* lost|cannot reach", timeout=15)
+    rig.send(200)
+    rig.wait_stored()
+    rig.proxy.allow()
+    rig.wait_delivered(timeout=60)
+    wait_for(lambda: len(rig.values("amo")) >= 150, timeout=15, what="the buffered 50")
+    table = rig.report("broker unreachable, at-most-once buffer 50")
+    assert_durable_exact(table)
+    amo = table["amo"]
+    assert amo.gateway_drops == 150, amo.line()
+    assert amo.lost == amo.gateway_drops, amo.line()
+    assert amo.duplicates_in_readings == 0, amo.line()
+    kept = sorted(rig.values("amo"))[-50:]
+    assert kept == list(range(251, 301)), "the newest readings are kept, the oldest dropped"

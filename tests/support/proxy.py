@@ -15,7 +15,8 @@ class TcpProxy:
 
     `stall()` stops moving bytes in both directions while keeping the
     connections open (a hung link); `resume()` moves them again; `cut()`
-    closes every open connection (a dead link).
+    closes every open connection (a dead link); `refuse()` cuts and keeps
+    closing new connections until `allow()` (an unreachable broker).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -28,6 +29,7 @@ class TcpProxy:
         self._pairs: dict[socket.socket, socket.socket] = {}
         self._lock = threading.Lock()
         self._stalled = threading.Event()
+        self._refusing = threading.Event()
         self._cut_requested = threading.Event()
         self._stop = threading.Event()
         self.stalls = 0
@@ -44,6 +46,15 @@ class TcpProxy:
     def resume(self) -> None:
         """Forward again."""
         self._stalled.clear()
+
+    def refuse(self) -> None:
+        """Cut every connection and close new ones at once (the broker is unreachable)."""
+        self._refusing.set()
+        self.cut()
+
+    def allow(self) -> None:
+        """Accept and forward connections again."""
+        self._refusing.clear()
 
     def cut(self) -> None:
         """Close every connection through the proxy."""
@@ -77,6 +88,9 @@ class TcpProxy:
         try:
             client, _ = self._listener.accept()
         except BlockingIOError:
+            return
+        if self._refusing.is_set():
+            client.close()
             return
         try:
             upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)

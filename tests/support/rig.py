@@ -63,12 +63,14 @@ class Rig:
     def __init__(self, workdir: Path, *, gateway_id: str = "gw-test", via_proxy: bool = False,
                  broker_persistent: bool = True, broker_extra: str = "",
                  streams: dict[str, str] | None = None, topic_prefix: str | None = None,
-                 device_extra: str = "") -> None:
+                 device_extra: str = "", amo_buffer: int = 100000) -> None:
         """`broker_extra` is appended to mosquitto.conf; `streams` (name -> delivery,
         all on the field `n`) replaces the default amo/alo/eo set and must keep
         `alo` and `eo`; `topic_prefix` sets broker.topic_prefix; `device_extra`
-        is YAML added to the serial device's mapping (e.g. "max_line_bytes: 1KiB").
+        is YAML added to the serial device's mapping (e.g. "max_line_bytes: 1KiB");
+        `amo_buffer` is store.at_most_once_buffer.
         """
+        self.amo_buffer = amo_buffer
         self.workdir = workdir
         self.gateway_id = gateway_id
         self.streams = dict(streams) if streams is not None else dict(STREAMS)
@@ -107,7 +109,7 @@ broker:
   keepalive: 5s{prefix}
 store:
   commit_interval: 50ms
-  at_most_once_buffer: 100000
+  at_most_once_buffer: {self.amo_buffer}
 devices:
   - id: dev
     driver: serial
