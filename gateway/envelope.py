@@ -79,14 +79,17 @@ def encode(envelope: Envelope) -> bytes:
 
 
 def json_safe(value: Any) -> bool:
-    """True when `value` encodes as strict JSON (no NaN or infinity anywhere)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and json_safe(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(json_safe(v) for v in value)
-    return value is None or isinstance(value, bool | int | str)
+    """True when `value` encodes as strict UTF-8 JSON.
+
+    Rejects what `encode` would fail on: NaN or infinity, strings and keys
+    that are not valid Unicode (lone surrogates, which a JSON line can carry
+    as an escape), non-string keys, and nesting deeper than the encoder can go.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def _not_json(name: str) -> Any:

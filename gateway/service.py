@@ -88,7 +88,7 @@ class Gateway:
             return
         try:
             result = self.outbox.commit(pending, acked, quarantined, drops)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             self.commit_failures += 1
             for r in pending:
                 self.intake.drop("store_error", r.device, r.stream)

@@ -199,6 +199,7 @@ GARBAGE: dict[str, bytes] = {
     "not_an_object": b"[1, 2, 3]\n",
     "line_too_long": b'{"n": 1, "pad": "' + b"x" * 5000 + b'"}\n',  # > max_line_bytes 4096
     "missing_field": b'{"m": 7}\n',
+    "bad_value": b'{"n": "\\ud800"}\n',  # a lone surrogate: no UTF-8 payload can carry it
 }
 
 
@@ -216,9 +217,10 @@ def test_garbage_on_the_serial_line_is_counted_and_skipped(rig_factory: type[Rig
     rig.wait_delivered()
     wait_for(lambda: len(rig.values("amo")) >= good, timeout=10, what="at-most-once readings")
 
-    # missing_field is counted per stream the line fails to feed (3 streams on `n`)
+    # missing_field and bad_value are counted per stream the line fails to feed
+    # (3 streams on `n`)
     expected = {reason: rounds for reason in GARBAGE}
-    expected["missing_field"] = rounds * len(STREAMS)
+    expected["missing_field"] = expected["bad_value"] = rounds * len(STREAMS)
     status = status_when(rig, lambda s: s["drops"] == expected, timeout=10,
                          what=f"status drops == {expected}")
     table = rig.report(f"garbage: {rounds} of each of {sorted(GARBAGE)} between {good} good lines")

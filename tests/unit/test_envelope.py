@@ -228,3 +228,18 @@ def test_decode_of_arbitrary_objects_never_raises(fields: dict[str, Any]) -> Non
     if isinstance(result, Envelope):
         assert 1 <= result.seq <= MAX_SEQ
         format_ts(result.ts)
+
+
+@pytest.mark.parametrize("value", [
+    "\ud800",                      # a lone surrogate, as `"\ud800"` in a JSON line decodes to
+    {"a": ["ok", "\udfff"]},
+    {"\ud800": 1},
+    float("nan"),
+    [float("inf")],
+])
+def test_json_safe_rejects_what_encode_cannot_write(value: object) -> None:
+    assert not json_safe(value)
+
+
+def test_json_safe_accepts_ordinary_values() -> None:
+    assert json_safe({"temp_c": 21.5, "tags": ["a", "°C"], "ok": True, "n": None})
