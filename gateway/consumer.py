@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
 from gateway.consumer_config import ConsumerConfig
@@ -30,6 +31,7 @@ from gateway.mqtt_link import MqttLink, Session
 log = logging.getLogger("gateway.consumer")
 
 SUBSCRIBE_QOS = 1
+RESUBSCRIBE_DELAY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class Consumer:
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.link.on_message = self._on_message
+        self.link.on_subscribe = self._on_subscribe
         self._batch: list[_Inbound] = []
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
@@ -63,10 +66,23 @@ class Consumer:
 
     def _on_up(self, session: Session) -> None:
         self._down_logged = False
-        self.link.client.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
-        log.info("connected to broker %s as %s (session %s); subscribed to %s",
+        log.info("connected to broker %s as %s (session %s); subscribing to %s",
                  self.link.address, self.config.client_id,
                  "resumed" if session.session_present else "new", self.config.subscribe)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        if self.link.connected:
+            self.link.client.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
+
+    def _on_subscribe(self, mid: int, codes: list[ReasonCode]) -> None:
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            log.error("broker %s refused the subscription to %s: %s; trying again in %.0fs",
+                      self.link.address, self.config.subscribe, refused[0], RESUBSCRIBE_DELAY)
+            asyncio.get_running_loop().call_later(RESUBSCRIBE_DELAY, self._subscribe)
+            return
+        log.info("subscribed to %s (granted QoS %d)", self.config.subscribe, codes[0].value)
 
     def _on_down(self, reason: str) -> None:
         if not self._down_logged:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from enum import Enum
 
-# MQTT 5 reason codes that say "try again later", not "never".
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+# MQTT 5 reason codes that say "try again later", not "delivered" nor "never".
 _RETRY_CODES = frozenset({
+    NO_MATCHING_SUBSCRIBERS,  # accepted, but nobody would get it: the consumer's session is gone
     0x92,  # Packet Identifier not found: the broker lost the QoS 2 state (it restarted)
     0x97,  # Quota exceeded
 })
@@ -29,14 +32,17 @@ class AckOutcome(Enum):
 def classify_ack(reason_code: int) -> AckOutcome:
     """Map a PUBACK/PUBCOMP reason code to what happens to the stored row.
 
-    Codes below 0x80 are successes (0x10 "no matching subscribers" included).
-    A failure code is a rejection, not a delivery: transient ones are retried,
-    the rest quarantine the row so it cannot block the stream.
+    Codes below 0x80 are successes, except 0x10 "no matching subscribers":
+    the broker took the message and would give it to nobody, so the row is
+    kept and sent again later (a consumer whose session the broker lost gets
+    it once it subscribes again). A failure code is a rejection, not a
+    delivery: transient ones are retried, the rest quarantine the row so it
+    cannot block the stream.
     """
-    if reason_code < 0x80:
-        return AckOutcome.DELIVERED
     if reason_code in _RETRY_CODES:
         return AckOutcome.RETRY
+    if reason_code < 0x80:
+        return AckOutcome.DELIVERED
     return AckOutcome.QUARANTINE
 
 

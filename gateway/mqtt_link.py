@@ -51,13 +51,16 @@ class Session:
 class _Client(mqtt.Client):
     """paho's client, taking a socket the event loop already connected.
 
-    It also honours a failure reason code in PUBREC, which paho ignores: by
-    MQTT 5 (4.3.3) the QoS 2 exchange ends there, so the message is reported
+    It also reads the reason code of PUBREC, which paho ignores. A failure
+    ends the QoS 2 exchange there (MQTT 5, 4.3.3): the message is reported
     through `on_publish` with that code instead of being sent a PUBREL and
-    then reported as delivered.
+    then reported as delivered. A success other than 0 (0x10, no matching
+    subscribers) is kept in `pubrec_codes` so that the PUBCOMP that follows
+    is reported with it.
     """
 
     preconnected: socket.socket | None = None
+    pubrec_codes: dict[int, ReasonCode]
 
     def _create_socket_connection(self) -> socket.socket:
         sock, self.preconnected = self.preconnected, None
@@ -68,9 +71,12 @@ class _Client(mqtt.Client):
     def _handle_pubrec(self) -> MQTTErrorCode:
         packet = _packet.decode_pubrec(self._in_packet["command"], self._in_packet["packet"],
                                        self._protocol)
-        if packet.reason.is_failure and packet.mid in self._out_messages:
-            with self._out_message_mutex:
-                return self._do_on_publish(packet.mid, packet.reason, packet.properties)
+        if packet.mid in self._out_messages:
+            if packet.reason.is_failure:
+                with self._out_message_mutex:
+                    return self._do_on_publish(packet.mid, packet.reason, packet.properties)
+            if packet.reason.value != 0:
+                self.pubrec_codes[packet.mid] = packet.reason
         return super()._handle_pubrec()
 
 
@@ -109,6 +115,7 @@ class MqttLink:
         self.on_down: Callable[[str], None] = lambda reason: None
         self.on_publish: Callable[[int, ReasonCode], None] = lambda mid, rc: None
         self.on_message: Callable[[mqtt.MQTTMessage], None] = lambda message: None
+        self.on_subscribe: Callable[[int, list[ReasonCode]], None] = lambda mid, codes: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, Session]] | None = None
         self._dropped: asyncio.Event = asyncio.Event()
@@ -120,6 +127,7 @@ class MqttLink:
             protocol=mqtt.MQTTv5,
             manual_ack=manual_ack,
         )
+        client.pubrec_codes = {}
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
         if username is not None:
@@ -131,6 +139,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -276,10 +285,15 @@ class MqttLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
                     props: Properties | None) -> None:
-        self.on_publish(mid, rc)
+        pubrec = self.client.pubrec_codes.pop(mid, None)
+        self.on_publish(mid, pubrec if pubrec is not None and not rc.is_failure else rc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.on_message(message)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      codes: list[ReasonCode], props: Properties | None) -> None:
+        self.on_subscribe(mid, codes)
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         assert self._loop is not None

@@ -15,7 +15,8 @@ from collections import Counter
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.inflight import AckOutcome, InflightWindow, classify_ack
+from gateway.backoff import Backoff
+from gateway.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
 from gateway.ingest import Intake
 from gateway.mqtt_link import MqttLink, Session
 from gateway.packet_size import publish_packet_size
@@ -41,6 +42,11 @@ class Publisher:
         self._retry: list[int] = []
         self._in_flight_rows: dict[int, OutboxRow] = {}
         self._quarantine_logged: set[tuple[str, str, str]] = set()
+        self._later: list[int] = []
+        self._later_timer: asyncio.TimerHandle | None = None
+        self._later_backoff = Backoff(base=0.5, cap=30.0)
+        self._retry_logged: set[tuple[str, str, int]] = set()
+        self.retries = 0
         self.acked: list[int] = []
         self.quarantined: list[tuple[int, str]] = []
         self.sent_volatile = 0
@@ -127,6 +133,7 @@ class Publisher:
         row = self._in_flight_rows.pop(row_id)
         outcome = classify_ack(rc.value)
         if outcome is AckOutcome.DELIVERED:
+            self._later_backoff.reset()
             self.acked.append(row_id)
             self.acknowledged += 1
             if not self.first_ack_logged:
@@ -134,11 +141,31 @@ class Publisher:
                 log.info("broker acknowledged the first stored reading: device=%s stream=%s "
                          "seq=%d", row.device, row.stream, row.seq)
         elif outcome is AckOutcome.RETRY:
-            log.info("device=%s stream=%s seq=%d: broker asked for a resend (%s)",
-                     row.device, row.stream, row.seq, rc)
-            self._retry.append(row_id)
+            self._retry_later(row, rc)
         else:
             self._quarantine(row, f"broker rejected: {rc}")
+        self.wake()
+
+    def _retry_later(self, row: OutboxRow, rc: ReasonCode) -> None:
+        """Keep a row the broker did not take for good, and send it again after a delay."""
+        self.retries += 1
+        first = (row.device, row.stream, rc.value) not in self._retry_logged
+        self._retry_logged.add((row.device, row.stream, rc.value))
+        hint = " (is the consumer running and subscribed?)" if rc.value == NO_MATCHING_SUBSCRIBERS \
+            else ""
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "device=%s stream=%s seq=%d: broker answered %s (0x%02x) on %s; the reading is "
+                "kept and sent again%s", row.device, row.stream, row.seq, rc, rc.value, row.topic,
+                hint)
+        self._later.append(row.id)
+        if self._later_timer is None:
+            delay = self._later_backoff.next_delay()
+            self._later_timer = asyncio.get_running_loop().call_later(delay, self._release_later)
+
+    def _release_later(self) -> None:
+        self._later_timer = None
+        self._retry.extend(self._later)
+        self._later.clear()
         self.wake()
 
     def _quarantine(self, row: OutboxRow, reason: str) -> None:

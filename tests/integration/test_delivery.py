@@ -178,3 +178,37 @@ def test_at_most_once_overflow_while_offline_is_counted_exactly(rig_factory: typ
     assert amo.duplicates_in_readings == 0, amo.line()
     kept = sorted(rig.values("amo"))[-50:]
     assert kept == list(range(251, 301)), "the newest readings are kept, the oldest dropped"
+
+
+def test_broker_restart_without_persistence_holds_readings_until_the_consumer_is_back(
+    rig_factory: type[Rig],
+) -> None:
+    """The broker restarts with no memory of the consumer's session. Until the
+    consumer subscribes again mosquitto answers QoS 1 publishes with 0x10 (no
+    matching subscribers): the gateway keeps those rows and sends them again
+    instead of deleting readings nobody received. For QoS 2 mosquitto says
+    nothing of the kind (PUBREC and PUBCOMP carry success), so exactly-once
+    readings published in that window are lost, each one a consumer gap; the
+    end-to-end confirmation mode is what closes that."""
+    rig = rig_factory(broker_persistent=False, tap=False)
+    rig.start_consumer()
+    rig.start_gateway()
+    rig.send(100)
+    rig.wait_delivered()
+    assert rig.consumer.terminate() == 0
+    rig.broker.kill()
+    rig.send(100)
+    rig.wait_stored()
+    rig.restart_broker()
+    rig.gateway.wait_log(r"No matching subscribers \(0x10\)", timeout=40)
+    rig.start_consumer()
+    rig.send(100)
+    wait_for(lambda: set(rig.values("alo")) >= set(rig.sent), timeout=60,
+             what="every at-least-once reading, the held ones included")
+    wait_for(lambda: set(rig.values("eo")) >= set(range(201, 301)), timeout=20,
+             what="the exactly-once readings sent after the consumer came back")
+    table = rig.report("broker restarted without persistence, consumer away meanwhile")
+    alo, eo = table["alo"], table["eo"]
+    assert alo.lost == 0 and alo.duplicates_in_readings == 0, alo.line()
+    assert eo.duplicates_in_readings == 0, eo.line()
+    assert eo.lost == eo.consumer_gaps == 100, eo.line()

@@ -63,12 +63,13 @@ class Rig:
     def __init__(self, workdir: Path, *, gateway_id: str = "gw-test", via_proxy: bool = False,
                  broker_persistent: bool = True, broker_extra: str = "",
                  streams: dict[str, str] | None = None, topic_prefix: str | None = None,
-                 device_extra: str = "", amo_buffer: int = 100000) -> None:
+                 device_extra: str = "", amo_buffer: int = 100000, tap: bool = True) -> None:
         """`broker_extra` is appended to mosquitto.conf; `streams` (name -> delivery,
         all on the field `n`) replaces the default amo/alo/eo set and must keep
         `alo` and `eo`; `topic_prefix` sets broker.topic_prefix; `device_extra`
         is YAML added to the serial device's mapping (e.g. "max_line_bytes: 1KiB");
-        `amo_buffer` is store.at_most_once_buffer.
+        `amo_buffer` is store.at_most_once_buffer; `tap=False` runs without the
+        wire tap (so the consumer is the only subscriber).
         """
         self.amo_buffer = amo_buffer
         self.workdir = workdir
@@ -83,8 +84,9 @@ class Rig:
         self.device = PtyDevice(workdir / "ttyTEST")
         self.next_n = 1
         self.sent: list[int] = []
-        self.tap = WireTap(self.broker.port, f"gw/{gateway_id}/#")
-        wait_for(self.tap.subscribed.is_set, timeout=10, what="wire tap subscribed")
+        self.tap = WireTap(self.broker.port, f"gw/{gateway_id}/#") if tap else None
+        if self.tap is not None:
+            wait_for(self.tap.subscribed.is_set, timeout=10, what="wire tap subscribed")
         self.consumer_db = workdir / "consumer.sqlite"
         self.consumer = Service("consume", self._consumer_config(), workdir, "consumer")
         self.gateway = Service("run", self._gateway_config(), workdir, "gateway")
@@ -247,7 +249,7 @@ summary_interval: 1s
             delivered=len(delivered),
             rows=len(values),
             lost=len(set(self.sent) - delivered),
-            wire_duplicates=self.tap.duplicates(stream),
+            wire_duplicates=self.tap.duplicates(stream) if self.tap is not None else -1,
             duplicates_in_readings=len(values) - len(delivered),
             consumer_dropped_duplicates=int(dropped_dups),  # type: ignore[call-overload]
             gateway_drops=self.gateway_drops(stream),
@@ -293,7 +295,8 @@ summary_interval: 1s
         """Stop everything the rig started."""
         self.gateway.ensure_stopped()
         self.consumer.ensure_stopped()
-        self.tap.close()
+        if self.tap is not None:
+            self.tap.close()
         if self.proxy is not None:
             self.proxy.close()
         self.broker.stop()

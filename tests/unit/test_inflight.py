@@ -11,7 +11,7 @@ from gateway.inflight import AckOutcome, InflightWindow, classify_ack
     ("code", "outcome"),
     [
         (0x00, AckOutcome.DELIVERED),    # Success
-        (0x10, AckOutcome.DELIVERED),    # No matching subscribers: still accepted by the broker
+        (0x10, AckOutcome.RETRY),        # No matching subscribers: nobody would get it
         (0x80, AckOutcome.QUARANTINE),   # Unspecified error
         (0x83, AckOutcome.QUARANTINE),   # Implementation specific error
         (0x87, AckOutcome.QUARANTINE),   # Not authorized (ACL)
@@ -30,7 +30,8 @@ def test_every_failure_code_is_never_a_delivery() -> None:
     for code in range(0x80, 0x100):
         assert classify_ack(code) is not AckOutcome.DELIVERED, hex(code)
     for code in range(0x80):
-        assert classify_ack(code) is AckOutcome.DELIVERED, hex(code)
+        expected = AckOutcome.RETRY if code == 0x10 else AckOutcome.DELIVERED
+        assert classify_ack(code) is expected, hex(code)
 
 
 def test_window_room_add_and_settle() -> None:
