@@ -181,9 +181,8 @@ async def _read_forever(options: SerialOptions, parse: LineParser, sink: RecordS
             continue
         sink.device_state(True, f"opened {path}")
         up = True
-        backoff.reset()
         try:
-            why = await _pump(reader, framer, parse, sink)
+            why = await _pump(reader, framer, parse, sink, backoff)
         finally:
             await _close(writer)
             truncated = framer.reset()
@@ -196,7 +195,8 @@ async def _read_forever(options: SerialOptions, parse: LineParser, sink: RecordS
 
 
 async def _pump(
-    reader: asyncio.StreamReader, framer: LineFramer, parse: LineParser, sink: RecordSink
+    reader: asyncio.StreamReader, framer: LineFramer, parse: LineParser, sink: RecordSink,
+    backoff: Backoff,
 ) -> str:
     """Deliver lines until the port fails; return why it failed."""
     while True:
@@ -206,6 +206,9 @@ async def _pump(
             return _describe(exc)
         if not chunk:
             return "end of input"
+        # Only a port that delivers data has proven itself: one that opens and
+        # fails at once keeps backing off instead of flapping.
+        backoff.reset()
         for event in framer.feed(chunk):
             if isinstance(event, Rejected):
                 sink.rejected(event.reason, event.detail)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_problems(exc)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return 1
 
 
 def _print_problems(exc: ConfigError) -> None:

@@ -20,7 +20,7 @@ from gateway.config_common import (
     read_broker_address,
     read_root,
 )
-from gateway.config_reader import MapReader, Problem, describe, did_you_mean
+from gateway.config_reader import MapReader, describe, did_you_mean
 from gateway.delivery import DELIVERY_NAMES, DeliveryClass
 from gateway.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 from gateway.yaml_source import Located
@@ -266,11 +266,3 @@ def _read_stream(
         return None
     return StreamConfig(name, field, DeliveryClass(delivery), unit)
 
-
-def problems_of(path: Path) -> list[Problem]:
-    """Every problem in a config file (empty when it is valid)."""
-    try:
-        load_gateway_config(path)
-    except ConfigError as exc:
-        return exc.problems
-    return []

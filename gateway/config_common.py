@@ -44,7 +44,7 @@ def parse_broker_url(url: str) -> BrokerAddress | str:
     if parts.scheme not in ("mqtt", "mqtts"):
         return "the scheme must be mqtt:// or mqtts://"
     if parts.username or parts.password:
-        return "credentials do not belong in the URL (use broker.username and password_file)"
+        return "credentials do not belong in the URL"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         return "it must not have a path, query or fragment"
     try:

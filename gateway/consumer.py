@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
-from gateway.consumer_config import ConsumerConfig
+from gateway.consumer_config import ConsumerConfig, mask_passwords
 from gateway.consumer_db import ReadingsDB, open_readings_db
 from gateway.envelope import Envelope, Undecodable, decode
 from gateway.mqtt_link import MqttLink, Session
@@ -31,6 +31,8 @@ from gateway.mqtt_link import MqttLink, Session
 log = logging.getLogger("gateway.consumer")
 
 SUBSCRIBE_QOS = 1
+RECEIVE_MAXIMUM = 1000  # unacknowledged QoS 1 messages the broker may send us at once
+HELD_BATCHES = 4  # while the database is down, QoS 0 messages past this many batches are dropped
 RESUBSCRIBE_DELAY = 5.0
 
 
@@ -51,7 +53,8 @@ class Consumer:
         self.db = db
         self.link = MqttLink(config.address, config.client_id, keepalive=config.keepalive,
                              session_expiry=config.session_expiry, clean_first=False,
-                             manual_ack=True)
+                             manual_ack=True,
+                             receive_maximum=min(config.commit_batch, RECEIVE_MAXIMUM))
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.link.on_message = self._on_message
@@ -59,6 +62,7 @@ class Consumer:
         self._batch: list[_Inbound] = []
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
+        self._overflow = 0
         self.fresh = 0
         self.duplicates = 0
         self.rejected = 0
@@ -91,6 +95,11 @@ class Consumer:
                         reason)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        if message.qos == 0 and len(self._batch) >= HELD_BATCHES * self.config.commit_batch:
+            # The database is not keeping up (or down). QoS 1 is bounded by our
+            # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
+            self._overflow += 1
+            return
         self._batch.append(_Inbound(message.mid, message.qos, message.topic, bytes(message.payload),
                                     self.link.generation))
         if len(self._batch) >= self.config.commit_batch:
@@ -114,7 +123,10 @@ class Consumer:
                 self._note_reject(item.topic, decoded)
             else:
                 readings.append(decoded)
+        if self._overflow:
+            rejects["at_most_once_overflow"] += self._overflow
         fresh, duplicates = self.db.store_batch(readings, rejects)
+        self._overflow = 0
         self._batch = []
         self.fresh += fresh
         self.duplicates += duplicates
@@ -143,8 +155,8 @@ class Consumer:
             except Exception as exc:  # noqa: BLE001 - any database error: keep the batch, retry
                 delay = backoff.next_delay()
                 log.error("database %s: commit failed (%s); %d messages kept unacknowledged, "
-                          "retrying in %.1fs", self.config.database_label, exc, len(self._batch),
-                          delay)
+                          "retrying in %.1fs", self.config.database_label,
+                          mask_passwords(str(exc)), len(self._batch), delay)
                 await asyncio.sleep(delay)
 
     async def _summaries(self) -> None:
@@ -172,7 +184,8 @@ class Consumer:
         try:
             self.commit()
         except Exception as exc:  # noqa: BLE001 - unacknowledged messages will be redelivered
-            log.error("database %s: final commit failed (%s)", self.config.database_label, exc)
+            log.error("database %s: final commit failed (%s)", self.config.database_label,
+                      mask_passwords(str(exc)))
         if self.link.connected and self.link.client.socket() is not None:
             self.link.client.loop_write()
         for task in tasks:
@@ -200,7 +213,7 @@ def consume(config: ConsumerConfig) -> int:
     try:
         ok = asyncio.run(_serve(config))
     except Exception as exc:  # noqa: BLE001 - e.g. database unreachable at start
-        log.error("consumer cannot run: %s", exc)
+        log.error("consumer cannot run: %s", mask_passwords(str(exc)))
         return 1
     return 0 if ok else 1
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from gateway.config_common import CLIENT_ID, BrokerAddress, ConfigError, read_broker_address, read_root
 from gateway.config_reader import MapReader, describe
 
@@ -22,6 +24,18 @@ def filter_problem(text: str) -> str | None:
             return "'#' must be a whole level and the last one"
         if "+" in level and level != "+":
             return "'+' must be a whole level"
+    return None
+
+
+def database_problem(database: str) -> str | None:
+    """Why `database` cannot name a database, or None."""
+    if not database.strip():
+        return "it is empty"
+    if database.startswith(("postgresql://", "postgres://")):
+        try:
+            psycopg.conninfo.conninfo_to_dict(database)
+        except psycopg.ProgrammingError as exc:
+            return f"not a valid PostgreSQL URL ({mask_passwords(str(exc).splitlines()[0])})"
     return None
 
 
@@ -48,11 +62,14 @@ class ConsumerConfig:
     @property
     def database_label(self) -> str:
         """The database for logs, without any password in it."""
-        if self.is_postgres:
-            # The user name may be empty, and libpq also takes `?password=...`.
-            label = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", self.database)
-            return re.sub(r"([?&]password=)[^&]*", r"\1***", label)
-        return self.database
+        return mask_passwords(self.database) if self.is_postgres else self.database
+
+
+def mask_passwords(text: str) -> str:
+    """`text` with the password of any URL in it replaced by `***` (for logs)."""
+    # The user name may be empty, and libpq also takes `?password=...`.
+    masked = re.sub(r"//([^:/@\s]*):[^@\s]*@", r"//\1:***@", text)
+    return re.sub(r"([?&]password=)[^&\s\"']*", r"\1***", masked)
 
 
 def load_consumer_config(path: Path) -> ConsumerConfig:
@@ -89,6 +106,10 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         broker.finish()
     database = root.string("database", default="./consumer.sqlite",
                            expected="a SQLite file path or a postgresql:// URL")
+    if database is not None and (problem := database_problem(database)) is not None:
+        root.problem("database", "a SQLite file path or a postgresql:// URL",
+                     repr(mask_passwords(database)), problem)
+        database = None
     interval = root.duration("commit_interval", default=0.1, minimum=0.001, maximum=60.0)
     batch = root.integer("commit_batch", default=500, minimum=1, maximum=100_000)
     summary = root.duration("summary_interval", default=10.0, minimum=1.0)

@@ -17,11 +17,6 @@ class DeliveryClass(Enum):
         """The MQTT QoS used on the gateway -> broker leg."""
         return _QOS[self]
 
-    @property
-    def durable(self) -> bool:
-        """True when readings are kept in the SQLite store until acknowledged."""
-        return self is not DeliveryClass.AT_MOST_ONCE
-
     @classmethod
     def from_qos(cls, qos: int) -> DeliveryClass:
         """The class whose QoS is `qos`."""

@@ -89,7 +89,6 @@ class DeviceSink:
         self._topics = topics
         self._up: bool | None = None
         self._reasons_seen: set[str] = set()
-        self.rejected_total = 0
 
     def record(self, record: Record) -> None:
         """Map one record onto the device's streams."""
@@ -112,7 +111,6 @@ class DeviceSink:
         self._reject(reason, "*", detail)
 
     def _reject(self, reason: str, stream: str, detail: str) -> None:
-        self.rejected_total += 1
         self.intake.drop(reason, self.device.id, stream)
         if reason not in self._reasons_seen:
             self._reasons_seen.add(reason)

@@ -99,15 +99,16 @@ class MqttLink:
         clean_first: bool,
         manual_ack: bool = False,
         max_inflight: int = 100,
-        username: str | None = None,
-        password: str | None = None,
+        receive_maximum: int | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
         self.keepalive = keepalive
         self._session_expiry = session_expiry
         self._clean_first = clean_first
+        self._receive_maximum = receive_maximum
         self.connected = False
+        self.refused = False  # the last attempt reached the broker and was turned away
         # Counts CONNACKs, bumped inside paho's callback: a message is tagged
         # with the connection it arrived on before any later packet is read.
         self.generation = 0
@@ -130,8 +131,6 @@ class MqttLink:
         client.pubrec_codes = {}
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
-        if username is not None:
-            client.username_pw_set(username, password)
         if address.tls:
             client.tls_set_context(ssl.create_default_context())
         client.enable_logger(logging.getLogger("paho"))
@@ -174,6 +173,8 @@ class MqttLink:
             sock = await asyncio.wait_for(self._open_socket(), CONNECT_TIMEOUT)
         except TimeoutError:
             return f"no answer from {self.address} within {CONNECT_TIMEOUT:.0f}s"
+        except socket.gaierror as exc:
+            return f"cannot resolve the broker's host {self.address.host}: {exc.strerror or exc}"
         except OSError as exc:
             why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             return f"cannot reach broker {self.address}: {why}"
@@ -183,6 +184,8 @@ class MqttLink:
             if not self._started:
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = self._session_expiry
+                if self._receive_maximum is not None:
+                    props.ReceiveMaximum = self._receive_maximum
                 self.client.connect(
                     self.address.host, self.address.port, self.keepalive,
                     clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY if self._clean_first else False,
@@ -203,7 +206,9 @@ class MqttLink:
             return str(exc)
         if rc.is_failure:
             self._close()
+            self.refused = True
             return f"broker {self.address} refused the connection: {rc}"
+        self.refused = False
         self.connected = True
         self.on_up(session)
         return None

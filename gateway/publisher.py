@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -51,7 +50,6 @@ class Publisher:
         self.quarantined: list[tuple[int, str]] = []
         self.sent_volatile = 0
         self.acknowledged = 0
-        self.rejections: Counter[str] = Counter()
         self.first_ack_logged = False
         self.feeding = True
         self._wake = asyncio.Event()
@@ -170,7 +168,6 @@ class Publisher:
 
     def _quarantine(self, row: OutboxRow, reason: str) -> None:
         kind = reason.split(":", maxsplit=1)[0]
-        self.rejections[kind] += 1
         self.quarantined.append((row.id, reason))
         first = (row.device, row.stream, kind) not in self._quarantine_logged
         self._quarantine_logged.add((row.device, row.stream, kind))

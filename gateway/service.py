@@ -75,9 +75,12 @@ class Gateway:
             self._down_since = time.monotonic()
         if was_up or not self._down_logged:
             self._down_logged = True
+            hint = ("check the client id, credentials and ACL the broker expects"
+                    if self.link.refused else
+                    f"to run a local broker: apt-get install mosquitto, or set broker.url in "
+                    f"{self.config.path}")
             log.warning("%s; readings are kept in the store and sent when the broker is back "
-                        "(to run a local broker: apt-get install mosquitto, or set broker.url "
-                        "in %s)", reason, self.config.path)
+                        "(%s)", reason, hint)
 
     # -- the group commit --------------------------------------------------
     def commit(self) -> None:

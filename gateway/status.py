@@ -7,6 +7,7 @@ beside the writer) and never creates a store that is not there.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -14,8 +15,18 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryClass
-from gateway.store import process_alive
 from gateway.units import format_bytes
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class StatusError(Exception):
@@ -77,7 +88,8 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
     ):
         drops[reason] = drops.get(reason, 0) + count
         drop_rows.append({"reason": reason, "device": device, "stream": stream, "count": count})
-    quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    quarantined_by_reason = dict(conn.execute(
+        "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason").fetchall())
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     live = (conn.execute("PRAGMA page_count").fetchone()[0]
             - conn.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
@@ -90,7 +102,8 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
         "last_stop_clean": meta.get("clean_stop") == "1",
         "runtime": runtime if running else None,
         "backlog": backlog,
-        "quarantined": quarantined,
+        "quarantined": sum(quarantined_by_reason.values()),
+        "quarantined_by_reason": quarantined_by_reason,
         "streams": streams,
         "drops": drops,
         "drops_detail": drop_rows,
@@ -123,7 +136,9 @@ def render_status(report: dict[str, Any]) -> str:
         age = f", oldest {oldest:.1f}s old" if oldest is not None else ""
         where = "in memory" if name == DeliveryClass.AT_MOST_ONCE.value else "stored"
         lines.append(f"  {name:<14} {item['pending']:>8} {where}{age}")
-    lines.append(f"quarantined: {report['quarantined']}")
+    reasons = "".join(f"\n  {n:>8} {reason}"
+                      for reason, n in report["quarantined_by_reason"].items())
+    lines.append(f"quarantined: {report['quarantined']}{reasons}")
     lines.append("streams:")
     for s in report["streams"]:
         lines.append(f"  {s['device']}/{s['stream']:<20} {s['delivery']:<14} "

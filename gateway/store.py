@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -31,6 +30,11 @@ from gateway.store_schema import SCHEMA_VERSION, create_schema
 log = logging.getLogger("gateway.store")
 
 DropKey = tuple[str, str, str]  # (reason, device, stream)
+
+_UPSERT_SEQUENCE = (
+    "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
+)
 
 
 class StoreError(Exception):
@@ -165,11 +169,8 @@ class Outbox:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in acked])
             dirty = self.counters.take_dirty()
             if dirty:
-                conn.executemany(
-                    "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq",
-                    [(self.epoch, d, s, seq) for (d, s), seq in dirty],
-                )
+                conn.executemany(_UPSERT_SEQUENCE,
+                                 [(self.epoch, d, s, seq) for (d, s), seq in dirty])
             if drops:
                 conn.executemany(
                     "INSERT INTO drops(reason, device, stream, count) VALUES (?, ?, ?, ?) "
@@ -230,13 +231,9 @@ class Outbox:
             if clean:
                 self._conn.execute("PRAGMA synchronous=FULL")
                 with _transaction(self._conn):
-                    for (device, stream), seq in self.counters.items():
-                        self._conn.execute(
-                            "INSERT INTO sequences(epoch, device, stream, last_seq) "
-                            "VALUES (?, ?, ?, ?) ON CONFLICT(epoch, device, stream) "
-                            "DO UPDATE SET last_seq = excluded.last_seq",
-                            (self.epoch, device, stream, seq),
-                        )
+                    self._conn.executemany(
+                        _UPSERT_SEQUENCE,
+                        [(self.epoch, d, s, seq) for (d, s), seq in self.counters.items()])
                     _set_meta(self._conn, "clean_stop", "1")
                     _set_meta(self._conn, "stopped_at", f"{time.time():.3f}")
                     self._conn.execute("DELETE FROM meta WHERE key = 'runtime'")
@@ -274,13 +271,3 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         (key, value),
     )
 
-
-def process_alive(pid: int) -> bool:
-    """True when a process with this pid exists (for `status`)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -85,6 +85,8 @@ def test_broker_acl_rejects_one_stream_which_is_quarantined(
     assert table["denied"].stored_by_gateway == produced
     assert table["denied"].rows == 0, "a denied reading reached the consumer"
     assert status["quarantined"] == produced
+    [(reason, count)] = status["quarantined_by_reason"].items()
+    assert count == produced and "not authori" in reason.lower(), reason
     assert backlog(status, "at-least-once") == 0 and backlog(status, "exactly-once") == 0
     log = rig.gateway.log_text()
     warned = [line for line in log.splitlines() if re.search(r"\bWARNING\b", line)

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from gateway.config_common import BrokerAddress, ConfigError
-from gateway.consumer_config import ConsumerConfig, filter_problem, load_consumer_config
+from gateway.consumer_config import (
+    ConsumerConfig,
+    filter_problem,
+    load_consumer_config,
+    mask_passwords,
+)
 
 FILE = "consumer.yaml"
 
@@ -150,3 +155,22 @@ def test_database_label_of_a_loaded_postgres_url(tmp_path: Path) -> None:
     assert config.database == "postgresql://ingest:hunter2@db/readings"
     assert "hunter2" not in config.database_label
     assert config.database_label == "postgresql://ingest:***@db/readings"
+
+
+def test_a_malformed_postgres_url_is_a_config_problem_without_its_password(tmp_path: Path) -> None:
+    bad = edit("./consumer.sqlite", "postgresql://ingest:s3cret@[::1/readings")
+    path = tmp_path / "consumer.yaml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as caught:
+        load_consumer_config(path)
+    [problem] = caught.value.problems
+    assert problem.path == "database"
+    assert "not a valid PostgreSQL URL" in problem.hint
+    assert "s3cret" not in str(problem)
+
+
+def test_mask_passwords_in_error_text() -> None:
+    text = 'connection failed: "postgresql://ingest:s3cret@db/x?password=other" refused'
+    masked = mask_passwords(text)
+    assert "s3cret" not in masked and "other" not in masked
+    assert "postgresql://ingest:***@db/x?password=***" in masked
