@@ -7,57 +7,24 @@ a test writes only after the driver reported the port up.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pty
 import select
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 import serial_asyncio_fast
 
-from devices.base import DriverRun
 from devices.serial_port import SerialOptions, start
-from tests.support.recording_sink import RecordingSink
+from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
 
 TIMEOUT = 15.0
-
-
-@contextmanager
-def running(run: DriverRun, sink: RecordingSink) -> Iterator[None]:
-    """Run the driver on an event loop in a thread; cancel it and check it stopped."""
-    loop = asyncio.new_event_loop()
-    task: asyncio.Future[None] = asyncio.ensure_future(run(sink), loop=loop)
-    failures: list[BaseException] = []
-
-    def drive() -> None:
-        try:
-            loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            failures.append(exc)
-        finally:
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-    thread = threading.Thread(target=drive, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(timeout=TIMEOUT)
-    assert not thread.is_alive(), "driver did not stop after cancellation"
-    assert failures == [], "driver died instead of running until cancelled"
-    assert task.cancelled()
 
 
 class FakeDevice:

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.rig import DURABLE, ClassCounts, Rig
+from tests.support.rig import DURABLE, ClassCounts, Rig, assert_durable_exact
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def assert_durable_exact(table: dict[str, ClassCounts]) -> None:
-    """0 lost and 0 duplicates in readings for the durable classes."""
-    for stream in DURABLE:
-        c = table[stream]
-        assert c.lost == 0, c.line()
-        assert c.duplicates_in_readings == 0, c.line()
-        assert c.delivered == c.produced, c.line()
-        assert c.stored_by_gateway == c.produced, c.line()
 
 
 def assert_at_most_once(c: ClassCounts, *, losses_counted_by_gateway: bool = True) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.ports import port_open
 from tests.support.procs import REPO
-from tests.support.rig import DURABLE, STREAMS, ClassCounts, Rig, run_cli
+from tests.support.rig import DURABLE, STREAMS, Rig, assert_durable_exact, run_cli
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,16 +41,6 @@ def status_when(rig: Rig, predicate: Callable[[dict[str, object]], bool], *,
     found: dict[str, object] | None = wait_for(check, timeout=timeout, interval=0.2, what=what)
     assert found is not None
     return found
-
-
-def assert_durable_exact(table: dict[str, ClassCounts]) -> None:
-    """0 lost and 0 duplicates in readings for the durable classes."""
-    for stream in DURABLE:
-        c = table[stream]
-        assert c.lost == 0, c.line()
-        assert c.duplicates_in_readings == 0, c.line()
-        assert c.delivered == c.produced, c.line()
-        assert c.stored_by_gateway == c.produced, c.line()
 
 
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", re.M)

@@ -57,6 +57,16 @@ class ClassCounts:
                 f"gaps {self.consumer_gaps:>4}")
 
 
+def assert_durable_exact(table: dict[str, ClassCounts]) -> None:
+    """0 lost and 0 duplicates in readings for the durable classes."""
+    for stream in DURABLE:
+        c = table[stream]
+        assert c.lost == 0, c.line()
+        assert c.duplicates_in_readings == 0, c.line()
+        assert c.delivered == c.produced, c.line()
+        assert c.stored_by_gateway == c.produced, c.line()
+
+
 class Rig:
     """Starts and breaks the parts of a delivery path."""
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import statistics
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
-from devices.base import DriverRun
 from devices.simulator import (
     FIELDS,
     SimulatedClimate,
@@ -25,7 +20,7 @@ from devices.simulator import (
 )
 from gateway.config_reader import MapReader, Problem
 from gateway.yaml_source import load_located
-from tests.support.recording_sink import RecordingSink
+from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
 
 # -- the model ----------------------------------------------------------------
@@ -118,35 +113,6 @@ def test_bad_keys_are_reported(yaml_text: str, path: str) -> None:
 
 
 # -- the driver ---------------------------------------------------------------
-
-
-@contextmanager
-def running(run: DriverRun, sink: RecordingSink) -> Iterator[None]:
-    """Run the driver on an event loop in a thread; cancel it and check it stopped."""
-    loop = asyncio.new_event_loop()
-    task: asyncio.Future[None] = asyncio.ensure_future(run(sink), loop=loop)
-    failures: list[BaseException] = []
-
-    def drive() -> None:
-        try:
-            loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            failures.append(exc)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=drive, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(timeout=5)
-    assert not thread.is_alive(), "driver did not stop within 5 s of cancellation"
-    assert failures == []
-    assert task.cancelled()
 
 
 def test_driver_emits_records_every_interval_until_cancelled() -> None:
