@@ -21,6 +21,7 @@ from gateway.config_common import (
     read_root,
 )
 from gateway.config_reader import MapReader, describe, did_you_mean
+from gateway.confirmation import CONFIRM_LEVEL
 from gateway.delivery import DELIVERY_NAMES, DeliveryClass
 from gateway.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 from gateway.yaml_source import Located
@@ -83,6 +84,8 @@ class GatewayConfig:
     store: StoreConfig
     devices: tuple[DeviceConfig, ...]
     summary_interval: float
+    confirmation: str = "broker"  # or "end-to-end": exactly-once rows wait for the consumer
+    confirmation_timeout: float = 30.0
 
     @property
     def store_path(self) -> Path:
@@ -119,9 +122,13 @@ def _read_gateway(root: MapReader, path: Path) -> GatewayConfig | None:
     broker = _read_broker(root.mapping("broker"), gateway_id or "gateway", root)
     store = _read_store(root.mapping("store"))
     devices = _read_devices(root)
-    if gateway_id is None or state_dir is None or broker is None or store is None:
+    confirmation = root.choice("confirmation", ("broker", "end-to-end"), default="broker")
+    timeout = root.duration("confirmation_timeout", default=30.0, minimum=1.0, maximum=86400.0)
+    if gateway_id is None or state_dir is None or broker is None or store is None \
+            or confirmation is None:
         return None
-    return GatewayConfig(path, gateway_id, Path(state_dir), broker, store, devices, summary)
+    return GatewayConfig(path, gateway_id, Path(state_dir), broker, store, devices, summary,
+                         confirmation, timeout)
 
 
 def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) -> BrokerConfig | None:
@@ -195,6 +202,8 @@ def _unique_segment(reader: MapReader, key: str, seen: dict[str, int], once: str
     if value is None or located is None:
         return None
     problem = segment_problem(value)
+    if value == CONFIRM_LEVEL:
+        problem = "it is reserved for end-to-end confirmations"
     if problem is not None:
         reader.problem(key, SEGMENT_EXPECTED, describe(value), problem)
         return None

@@ -23,6 +23,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
+from gateway.confirmation import (
+    Mark,
+    MarkKey,
+    Marks,
+    confirm_topic,
+    encode_marks,
+    is_confirm_topic,
+    prefix_of,
+)
 from gateway.consumer_config import ConsumerConfig, mask_passwords
 from gateway.consumer_db import ReadingsDB, open_readings_db
 from gateway.envelope import Envelope, Undecodable, decode
@@ -63,6 +72,8 @@ class Consumer:
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
         self._overflow = 0
+        self._marks = Marks()
+        self.confirmations_sent = 0
         self.fresh = 0
         self.duplicates = 0
         self.rejected = 0
@@ -95,6 +106,11 @@ class Consumer:
                         reason)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        if is_confirm_topic(message.topic):
+            # Confirmations (ours or another consumer's) are for gateways, not readings.
+            if message.qos > 0:
+                self.link.ack(message.mid, message.qos)
+            return
         if message.qos == 0 and len(self._batch) >= HELD_BATCHES * self.config.commit_batch:
             # The database is not keeping up (or down). QoS 1 is bounded by our
             # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
@@ -115,14 +131,18 @@ class Consumer:
             return
         batch = self._batch
         readings: list[Envelope] = []
+        to_confirm: list[tuple[str, Envelope]] = []
         rejects: Counter[str] = Counter()
         for item in batch:
             decoded = decode(item.payload)
             if isinstance(decoded, Undecodable):
                 rejects[decoded.reason] += 1
                 self._note_reject(item.topic, decoded)
-            else:
-                readings.append(decoded)
+                continue
+            readings.append(decoded)
+            prefix = prefix_of(item.topic)
+            if decoded.confirm and prefix is not None:
+                to_confirm.append((prefix, decoded))
         if self._overflow:
             rejects["at_most_once_overflow"] += self._overflow
         fresh, duplicates = self.db.store_batch(readings, rejects)
@@ -136,6 +156,26 @@ class Consumer:
             # its packet id now means something else.
             if item.qos > 0 and item.connection == self.link.generation and self.link.connected:
                 self.link.ack(item.mid, item.qos)
+        if to_confirm:
+            self._confirm(to_confirm)
+
+    def _confirm(self, committed: list[tuple[str, Envelope]]) -> None:
+        """Tell each gateway up to where its streams are now committed (one message each)."""
+        touched: dict[tuple[str, str], set[MarkKey]] = {}
+        for prefix, env in committed:
+            key = (env.gateway, env.epoch, env.device, env.stream)
+            if not self._marks.known(key):
+                self._marks.seed(key, self.db.contiguous_mark(*key))
+            self._marks.add(key, env.seq)
+            touched.setdefault((prefix, env.gateway), set()).add(key)
+        for (prefix, gateway), keys in touched.items():
+            marks = [Mark(epoch, device, stream, self._marks.mark((gw, epoch, device, stream)))
+                     for gw, epoch, device, stream in sorted(keys)]
+            marks = [m for m in marks if m.seq > 0]
+            if marks and self.link.connected:
+                self.link.client.publish(confirm_topic(prefix), encode_marks(gateway, marks),
+                                         qos=1)
+                self.confirmations_sent += 1
 
     def _note_reject(self, topic: str, reason: Undecodable) -> None:
         if reason.reason not in self._reasons_seen:

@@ -29,6 +29,7 @@ class Envelope:
     ts: float
     value: Any
     unit: str | None
+    confirm: bool = False  # the gateway waits for the consumer's end-to-end confirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,8 @@ def encode(envelope: Envelope) -> bytes:
     }
     if envelope.unit is not None:
         body["unit"] = envelope.unit
+    if envelope.confirm:
+        body["confirm"] = True
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -138,5 +141,8 @@ def decode(payload: bytes) -> Envelope | Undecodable:
     unit = body.get("unit")
     if unit is not None and not isinstance(unit, str):
         return Undecodable("bad_field", "'unit' must be a string")
+    confirm = body.get("confirm", False)
+    if not isinstance(confirm, bool):
+        return Undecodable("bad_field", "'confirm' must be true or false")
     return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
-                    body["value"], unit)
+                    body["value"], unit, confirm)

@@ -83,8 +83,10 @@ class Intake:
 class DeviceSink:
     """The `RecordSink` of one device: fields -> stream readings, rejects -> counts."""
 
-    def __init__(self, device: DeviceConfig, intake: Intake, topics: dict[str, str]) -> None:
+    def __init__(self, device: DeviceConfig, intake: Intake, topics: dict[str, str],
+                 confirm: frozenset[str] = frozenset()) -> None:
         self.device = device
+        self._confirm = confirm  # streams whose rows wait for the consumer's confirmation
         self.intake = intake
         self._topics = topics
         self._up: bool | None = None
@@ -104,7 +106,8 @@ class DeviceSink:
                              f"stream {stream.name}: value {value!r:.40} is not valid JSON")
                 continue
             self.intake.accept(NewReading(self.device.id, stream.name, stream.delivery.qos,
-                                          record.ts, value, stream.unit, self._topics[stream.name]))
+                                          record.ts, value, stream.unit, self._topics[stream.name],
+                                          stream.name in self._confirm))
 
     def rejected(self, reason: str, detail: str) -> None:
         """Count input the driver could not turn into a record."""

@@ -47,6 +47,7 @@ class Publisher:
         self._retry_logged: set[tuple[str, str, int]] = set()
         self.retries = 0
         self.acked: list[int] = []
+        self.held: list[int] = []
         self.quarantined: list[tuple[int, str]] = []
         self.sent_volatile = 0
         self.acknowledged = 0
@@ -132,7 +133,8 @@ class Publisher:
         outcome = classify_ack(rc.value)
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()
-            self.acked.append(row_id)
+            # A row under end-to-end confirmation stays until the consumer confirms it.
+            (self.held if row.confirm else self.acked).append(row_id)
             self.acknowledged += 1
             if not self.first_ack_logged:
                 self.first_ack_logged = True
@@ -176,11 +178,17 @@ class Publisher:
                 row.seq, row.topic, reason,
                 "; further ones of this stream are counted in `status`" if first else "")
 
-    def take_settled(self) -> tuple[list[int], list[tuple[int, str]]]:
-        """Rows acknowledged and rows quarantined since the last call."""
-        acked, quarantined = self.acked, self.quarantined
-        self.acked, self.quarantined = [], []
-        return acked, quarantined
+    def take_settled(self) -> tuple[list[int], list[tuple[int, str]], list[int]]:
+        """Rows acknowledged, rows quarantined, and acknowledged rows that wait for a
+        confirmation, since the last call."""
+        acked, quarantined, held = self.acked, self.quarantined, self.held
+        self.acked, self.quarantined, self.held = [], [], []
+        return acked, quarantined, held
+
+    def resend(self, row_ids: list[int]) -> None:
+        """Send stored rows again (their confirmation is overdue)."""
+        self._retry.extend(row_ids)
+        self.wake()
 
     @property
     def in_flight(self) -> int:

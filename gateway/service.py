@@ -18,14 +18,17 @@ from typing import Any
 
 from devices.registry import DRIVERS
 from gateway.config import GatewayConfig
+from gateway.confirm_tracker import ConfirmationTracker
+from gateway.delivery import DeliveryClass
 from gateway.ingest import DeviceSink, Intake
 from gateway.mqtt_link import MqttLink, Session
 from gateway.publisher import Publisher
-from gateway.store import Outbox
+from gateway.store import Confirmations, Outbox
 
 log = logging.getLogger("gateway")
 
 DRAIN_TIMEOUT = 5.0
+RESEND_SCAN_EVERY = 1.0
 RUNTIME_EVERY = 5.0
 
 
@@ -53,9 +56,16 @@ class Gateway:
         self._down_since: float | None = time.monotonic()
         self._down_logged = False
         self._runtime_at = 0.0
+        self._resend_scan_at = 0.0
+        end_to_end = config.confirmation == "end-to-end"
+        self.tracker = (ConfirmationTracker(self.link, outbox, broker.topics.prefix,
+                                            config.confirmation_timeout)
+                        if end_to_end else None)
         self.sinks = {
             d.id: DeviceSink(d, self.intake,
-                             {s.name: broker.topics.topic(d.id, s.name) for s in d.streams})
+                             {s.name: broker.topics.topic(d.id, s.name) for s in d.streams},
+                             frozenset(s.name for s in d.streams
+                                       if end_to_end and s.delivery is DeliveryClass.EXACTLY_ONCE))
             for d in config.devices
         }
 
@@ -68,6 +78,8 @@ class Gateway:
                  self.link.address, self.link.client_id,
                  "resumed" if session.session_present else "new", session.receive_maximum)
         self.publisher.connected(session)
+        if self.tracker is not None:
+            self.tracker.subscribe()
 
     def _on_down(self, reason: str) -> None:
         was_up, self.broker_up = self.broker_up, False
@@ -86,17 +98,27 @@ class Gateway:
     def commit(self) -> None:
         """One group commit of everything waiting."""
         pending, drops = self.intake.take()
-        acked, quarantined = self.publisher.take_settled()
-        if not (pending or drops or acked or quarantined):
+        acked, quarantined, held = self.publisher.take_settled()
+        confirmations: Confirmations | None = None
+        resend: list[int] = []
+        if self.tracker is not None:
+            scan = time.monotonic() - self._resend_scan_at >= RESEND_SCAN_EVERY
+            if scan:
+                self._resend_scan_at = time.monotonic()
+            confirmations, resend = self.tracker.take(held, scan_for_resends=scan)
+        if not (pending or drops or acked or quarantined or confirmations):
             return
         try:
-            result = self.outbox.commit(pending, acked, quarantined, drops)
+            result = self.outbox.commit(pending, acked, quarantined, drops, confirmations)
         except (sqlite3.Error, ValueError) as exc:
             self.commit_failures += 1
             for r in pending:
                 self.intake.drop("store_error", r.device, r.stream)
             self.publisher.acked.extend(acked)
             self.publisher.quarantined.extend(quarantined)
+            if confirmations is not None and self.tracker is not None:
+                self.publisher.held.extend(confirmations.held)
+                self.tracker.restore(confirmations.marks)
             for key, n in drops.items():
                 self.intake.drops[key] += n
             log.error("store %s: commit failed (%s); %d readings dropped and counted",
@@ -108,6 +130,8 @@ class Gateway:
             log.warning("store %s is full (%d bytes, max %d): %d readings refused",
                         self.outbox.path, self.outbox.bytes_used, self.outbox.max_bytes,
                         result.refused)
+        if resend:
+            self.publisher.resend(resend)
         if result.stored:
             self.publisher.wake()
 
@@ -142,6 +166,12 @@ class Gateway:
             "stored": self.stored,
             "acknowledged": self.publisher.acknowledged,
             "at_most_once_sent": self.publisher.sent_volatile,
+            "resent_after_transient_ack": self.publisher.retries,
+            "confirmation": self.config.confirmation,
+            **({"confirmations_accepted": self.tracker.accepted,
+                "confirmations_ignored": dict(self.tracker.ignored),
+                "resent_unconfirmed": self.tracker.resent}
+               if self.tracker is not None else {}),
         }
 
     async def _summaries(self) -> None:

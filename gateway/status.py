@@ -126,6 +126,11 @@ def render_status(report: dict[str, Any]) -> str:
         broker = "connected" if runtime["broker_connected"] else "NOT connected"
         lines.append(f"process running (pid {runtime['pid']}, snapshot {age:.0f}s old); "
                      f"broker {runtime['broker']} {broker}; in flight {runtime['in_flight']}")
+        if "confirmations_accepted" in runtime:
+            ignored = sum(runtime["confirmations_ignored"].values())
+            lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "
+                         f"accepted, {ignored} ignored, {runtime['resent_unconfirmed']} "
+                         "readings resent for want of one")
     else:
         lines.append("process not running; last stop was "
                      + ("clean" if report["last_stop_clean"] else "NOT clean (a new epoch "

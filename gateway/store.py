@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,24 @@ class NewReading:
     value: Any
     unit: str | None
     topic: str
+    confirm: bool = False
+
+
+@dataclass(frozen=True)
+class Confirmations:
+    """What the consumer's end-to-end confirmations settle in one commit.
+
+    `held`: rows the broker acknowledged that now wait for a confirmation;
+    `marks`: (epoch, device, stream, seq) up to which the consumer has
+    committed; `resend`: held rows whose confirmation is overdue.
+    """
+
+    held: list[int] = field(default_factory=list)
+    marks: list[tuple[str, str, str, int]] = field(default_factory=list)
+    resend: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.held or self.marks or self.resend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,7 @@ class OutboxRow:
     qos: int
     topic: str
     payload: bytes
+    confirm: bool
 
 
 @dataclass(frozen=True)
@@ -134,7 +153,8 @@ class Outbox:
 
     # -- the write path ----------------------------------------------------
     def commit(self, readings: list[NewReading], acked: list[int],
-               quarantined: list[tuple[int, str]], drops: Counter[DropKey]) -> CommitResult:
+               quarantined: list[tuple[int, str]], drops: Counter[DropKey],
+               confirmations: Confirmations | None = None) -> CommitResult:
         """One group commit; see the module docstring.
 
         Raises:
@@ -152,8 +172,8 @@ class Outbox:
         with _transaction(conn):
             if readings:
                 conn.executemany(
-                    "INSERT INTO outbox(epoch, device, stream, seq, qos, ts, topic, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox(epoch, device, stream, seq, qos, ts, topic, payload, "
+                    "confirm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     self._identify(readings),
                 )
             if quarantined:
@@ -167,6 +187,8 @@ class Outbox:
                 acked = [*acked, *(row_id for row_id, _ in quarantined)]
             if acked:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in acked])
+            if confirmations:
+                self._settle(confirmations)
             dirty = self.counters.take_dirty()
             if dirty:
                 conn.executemany(_UPSERT_SEQUENCE,
@@ -177,9 +199,41 @@ class Outbox:
                     "ON CONFLICT(reason, device, stream) DO UPDATE SET count = count + excluded.count",
                     [(*key, n) for key, n in drops.items()],
                 )
-        if readings or acked:
+        if readings or acked or confirmations:
             self.bytes_used = self._live_bytes()
         return CommitResult(len(readings), refused, len(acked))
+
+    def _settle(self, c: Confirmations) -> None:
+        """Apply confirmations, inside the caller's transaction."""
+        conn = self._conn
+        if c.held:
+            now = time.time()
+            conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?",
+                             [(now, i) for i in c.held])
+        if c.resend:
+            conn.executemany("UPDATE outbox SET acked_at = NULL, resends = resends + 1 "
+                             "WHERE id = ?", [(i,) for i in c.resend])
+        if c.marks:
+            conn.executemany("DELETE FROM outbox WHERE confirm = 1 AND epoch = ? AND device = ? "
+                             "AND stream = ? AND seq <= ?", c.marks)
+
+    def due_for_resend(self, now: float, timeout: float, limit: int) -> list[int]:
+        """Held rows whose confirmation is overdue (the wait doubles per resend, up to 32x)."""
+        cursor = self._conn.execute(
+            "SELECT id FROM outbox WHERE confirm = 1 AND acked_at IS NOT NULL "
+            "AND acked_at + ? * (1 << min(resends, 5)) < ? ORDER BY id LIMIT ?",
+            (timeout, now, limit))
+        return [row_id for (row_id,) in cursor]
+
+    def issued(self, epoch: str, device: str, stream: str) -> int | None:
+        """The last seq handed out for a stream in an epoch, or None for an unknown one."""
+        if epoch == self.epoch:
+            last = self.counters.last((device, stream))
+            return last or None
+        row = self._conn.execute(
+            "SELECT last_seq FROM sequences WHERE epoch = ? AND device = ? AND stream = ?",
+            (epoch, device, stream)).fetchone()
+        return int(row[0]) if row is not None else None
 
     def _identify(self, readings: list[NewReading]) -> list[tuple[Any, ...]]:
         """Hand out seqs and encode payloads, inside the caller's transaction."""
@@ -187,8 +241,9 @@ class Outbox:
         for r in readings:
             seq = self.counters.next((r.device, r.stream))
             payload = encode(Envelope(self.gateway_id, self.epoch, r.device, r.stream, seq, r.ts,
-                                      r.value, r.unit))
-            rows.append((self.epoch, r.device, r.stream, seq, r.qos, r.ts, r.topic, payload))
+                                      r.value, r.unit, r.confirm))
+            rows.append((self.epoch, r.device, r.stream, seq, r.qos, r.ts, r.topic, payload,
+                         int(r.confirm)))
         return rows
 
     def write_runtime(self, snapshot: dict[str, Any]) -> None:
@@ -200,7 +255,7 @@ class Outbox:
     def fetch(self, after_id: int, limit: int) -> list[OutboxRow]:
         """Stored rows in id order (which is seq order per stream)."""
         cursor = self._conn.execute(
-            "SELECT id, device, stream, seq, qos, topic, payload FROM outbox WHERE id > ? "
+            "SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox WHERE id > ? "
             "ORDER BY id LIMIT ?",
             (after_id, limit),
         )
@@ -210,7 +265,8 @@ class Outbox:
         """Specific rows (to resend), in id order; rows no longer stored are skipped."""
         marks = ",".join("?" * len(ids))
         cursor = self._conn.execute(
-            f"SELECT id, device, stream, seq, qos, topic, payload FROM outbox WHERE id IN ({marks}) "
+            f"SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox "
+            f"WHERE id IN ({marks}) "
             "ORDER BY id", ids
         )
         return [OutboxRow(*row) for row in cursor]

@@ -16,7 +16,16 @@ import sqlite3
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after version 1 (end-to-end confirmation): whether a row waits
+# for the consumer's confirmation, when the broker acknowledged it, and how
+# often it was sent again for want of a confirmation.
+_V2_COLUMNS = (
+    ("confirm", "INTEGER NOT NULL DEFAULT 0"),
+    ("acked_at", "REAL"),
+    ("resends", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -37,7 +46,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             epoch TEXT NOT NULL, device TEXT NOT NULL, stream TEXT NOT NULL,
             seq INTEGER NOT NULL, qos INTEGER NOT NULL, ts REAL NOT NULL,
-            topic TEXT NOT NULL, payload BLOB NOT NULL)"""
+            topic TEXT NOT NULL, payload BLOB NOT NULL,
+            confirm INTEGER NOT NULL DEFAULT 0, acked_at REAL,
+            resends INTEGER NOT NULL DEFAULT 0)"""
     )
     db.create_table(
         "quarantine",
@@ -66,3 +77,16 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
+    migrate(conn)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a version 1 store to the current schema (columns only; no row changes)."""
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if version is None or version[0] != "1":
+        return
+    present = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    for name, kind in _V2_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))

@@ -8,8 +8,13 @@ Each test prints its counts per delivery class and asserts them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
 import pytest
 
+from gateway.confirmation import Mark, encode_marks
 from tests.support.rig import DURABLE, ClassCounts, Rig, assert_durable_exact
 from tests.support.waiting import wait_for
 
@@ -202,3 +207,93 @@ def test_broker_restart_without_persistence_holds_readings_until_the_consumer_is
     assert alo.lost == 0 and alo.duplicates_in_readings == 0, alo.line()
     assert eo.duplicates_in_readings == 0, eo.line()
     assert eo.lost == eo.consumer_gaps == 100, eo.line()
+
+
+def test_end_to_end_confirmation_closes_the_broker_crash_hole(rig_factory: type[Rig]) -> None:
+    """Broker SIGKILL x3 with persistence OFF (the broker forgets everything):
+    with `confirmation: end-to-end`, exactly-once rows stay on the gateway
+    after PUBCOMP until the consumer confirms it committed them, and are sent
+    again when no confirmation comes, so none is lost."""
+    rig = rig_factory(broker_persistent=False,
+                      gateway_extra="confirmation: end-to-end\nconfirmation_timeout: 1s\n")
+    rig.start_consumer()
+    rig.start_gateway()
+    for kill in range(1, 4):
+        rig.send(150)
+        rig.broker.kill()
+        rig.send(100)
+        rig.wait_stored()
+        rig.restart_broker()
+        rig.gateway.wait_log(r"connected to broker", timeout=40, count=kill + 1)
+        rig.consumer.wait_log(r"subscribed to", timeout=40, count=kill + 1)
+    rig.send(150)
+    wait_for(lambda: set(rig.values("eo")) >= set(rig.sent), timeout=90,
+             what="every exactly-once reading, after resends")
+    outbox = rig.workdir / "state" / "outbox.sqlite"
+    wait_for(lambda: rig._query(outbox, "SELECT count(*) FROM outbox WHERE stream = 'eo'")
+             == [(0,)], timeout=30, what="every exactly-once row confirmed and deleted")
+    table = rig.report("broker SIGKILL x3, no persistence, end-to-end confirmation")
+    eo = table["eo"]
+    assert eo.lost == 0 and eo.duplicates_in_readings == 0, eo.line()
+    assert eo.delivered == eo.produced == 900, eo.line()
+    runtime = status_runtime(rig, lambda r: r["confirmations_accepted"] > 0)
+    assert runtime["confirmation"] == "end-to-end"
+
+
+def test_forged_confirmations_are_ignored_and_counted(rig_factory: type[Rig]) -> None:
+    """Only marks for a stream the gateway knows and a seq it handed out delete rows."""
+    rig = rig_factory(gateway_extra="confirmation: end-to-end\nconfirmation_timeout: 60s\n")
+    rig.start_gateway()  # no consumer: nothing confirms but the test
+    rig.gateway.wait_log(r"connected to broker")
+    rig.send(20)
+    rig.wait_stored()
+    outbox = rig.workdir / "state" / "outbox.sqlite"
+
+    def held() -> int:
+        rows = rig._query(outbox, "SELECT count(*) FROM outbox WHERE stream = 'eo' "
+                                  "AND acked_at IS NOT NULL")
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+    wait_for(lambda: held() == 20, timeout=15, what="20 broker-acknowledged rows held")
+    epoch = str(rig._query(outbox, "SELECT value FROM meta WHERE key = 'epoch'")[0][0])
+    topic = f"gw/{rig.gateway_id}/_confirm"
+    forged = [
+        encode_marks(rig.gateway_id, [Mark("19700101T000000Z-deadbeef", "dev", "eo", 5)]),
+        encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 10_000)]),
+        encode_marks("someone-else", [Mark(epoch, "dev", "eo", 20)]),
+        b"not a confirmation",
+        encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 5)]),  # the one genuine mark
+    ]
+    publish_all(rig.broker.port, topic, forged)
+    wait_for(lambda: held() == 15, timeout=15, what="rows 1..5 confirmed and deleted")
+    runtime = status_runtime(rig, lambda r: sum(r["confirmations_ignored"].values()) >= 4)
+    assert runtime["confirmations_ignored"] == {
+        "confirm_unknown_stream": 1, "confirm_future_seq": 1,
+        "confirm_other_gateway": 1, "confirm_undecodable": 1}, runtime
+    assert runtime["confirmations_accepted"] == 1
+    left = [int(str(seq)) for (seq,) in rig._query(
+        outbox, "SELECT seq FROM outbox WHERE stream = 'eo' ORDER BY seq")]
+    assert left == list(range(6, 21))
+
+
+def publish_all(port: int, topic: str, payloads: list[bytes]) -> None:
+    """Publish each payload at QoS 1 and wait for every PUBACK."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            client.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def status_runtime(rig: Rig, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The running gateway's snapshot in `status`, once `ready` holds (it is refreshed every 5 s)."""
+    def snapshot() -> dict[str, Any] | None:
+        runtime = rig.status().get("runtime")
+        return runtime if isinstance(runtime, dict) and ready(runtime) else None
+    found = wait_for(snapshot, timeout=20, interval=0.5, what="the runtime snapshot")
+    assert found is not None
+    return found

@@ -73,14 +73,17 @@ class Rig:
     def __init__(self, workdir: Path, *, gateway_id: str = "gw-test", via_proxy: bool = False,
                  broker_persistent: bool = True, broker_extra: str = "",
                  streams: dict[str, str] | None = None, topic_prefix: str | None = None,
-                 device_extra: str = "", amo_buffer: int = 100000, tap: bool = True) -> None:
+                 device_extra: str = "", amo_buffer: int = 100000, tap: bool = True,
+                 gateway_extra: str = "") -> None:
         """`broker_extra` is appended to mosquitto.conf; `streams` (name -> delivery,
         all on the field `n`) replaces the default amo/alo/eo set and must keep
         `alo` and `eo`; `topic_prefix` sets broker.topic_prefix; `device_extra`
         is YAML added to the serial device's mapping (e.g. "max_line_bytes: 1KiB");
         `amo_buffer` is store.at_most_once_buffer; `tap=False` runs without the
-        wire tap (so the consumer is the only subscriber).
+        wire tap (so the consumer is the only subscriber); `gateway_extra` is YAML
+        added at the top level of the gateway config (e.g. "confirmation: end-to-end").
         """
+        self.gateway_extra = gateway_extra
         self.amo_buffer = amo_buffer
         self.workdir = workdir
         self.gateway_id = gateway_id
@@ -129,7 +132,7 @@ devices:
     reopen_max: 0.5s
 {device_extra}    streams:
 {streams}
-""")
+{self.gateway_extra}""")
         return path
 
     def _consumer_config(self) -> Path:
