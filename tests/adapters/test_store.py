@@ -607,3 +607,34 @@ def test_status_of_a_file_that_is_not_a_store_is_a_status_error(tmp_path: Path) 
     config.store_path.write_bytes(b"garbage " * 100)
     with pytest.raises(StatusError, match=re.escape(str(config.store_path))):
         read_status(config)
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema_version', '1'), ('epoch', 'E-old'), ('clean_stop', '1');
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, epoch TEXT NOT NULL,
+            device TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, qos INTEGER NOT NULL,
+            ts REAL NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);
+        INSERT INTO outbox(epoch, device, stream, seq, qos, ts, topic, payload)
+            VALUES ('E-old', 'dev', 'alo', 7, 1, 0.0, 'gw/x/dev/alo', x'7b7d');
+        """
+    )
+    conn.commit()
+    conn.close()
+    outbox = Outbox.open(path, "x", durability="normal", max_bytes=1 << 30)
+    try:
+        [row] = outbox.fetch(0, 10)
+        assert (row.stream, row.seq, bool(row.confirm)) == ("alo", 7, False)
+        assert outbox.epoch == "E-old"  # the clean stop of the old release still counts
+    finally:
+        outbox.close(clean=True)
+    check = sqlite3.connect(path)
+    columns = {r[1] for r in check.execute("PRAGMA table_info(outbox)")}
+    version = check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    check.close()
+    assert {"confirm", "acked_at", "resends"} <= columns
+    assert version == ("2",)
