@@ -220,9 +220,10 @@ class Outbox:
     def due_for_resend(self, now: float, timeout: float, limit: int) -> list[int]:
         """Held rows whose confirmation is overdue (the wait doubles per resend, up to 32x)."""
         cursor = self._conn.execute(
-            "SELECT id FROM outbox WHERE confirm = 1 AND acked_at IS NOT NULL "
-            "AND acked_at + ? * (1 << min(resends, 5)) < ? ORDER BY id LIMIT ?",
-            (timeout, now, limit))
+            # `acked_at < now - timeout` lets SQLite use the partial index of held rows.
+            "SELECT id FROM outbox WHERE acked_at < ? AND confirm = 1 "
+            "AND acked_at + ? * (1 << min(resends, 5)) < ? LIMIT ?",
+            (now - timeout, timeout, now, limit))
         return [row_id for (row_id,) in cursor]
 
     def issued(self, epoch: str, device: str, stream: str) -> int | None:

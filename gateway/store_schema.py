@@ -78,6 +78,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
     migrate(conn)
+    # The resend scan of end-to-end confirmation looks only at held rows.
+    conn.execute("CREATE INDEX IF NOT EXISTS outbox_held ON outbox(acked_at) "
+                 "WHERE acked_at IS NOT NULL")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
