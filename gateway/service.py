@@ -101,7 +101,11 @@ class Gateway:
         acked, quarantined, held = self.publisher.take_settled()
         confirmations: Confirmations | None = None
         resend: list[int] = []
-        if self.tracker is not None:
+        if self.tracker is None:
+            # Rows stored with the confirmation flag under an earlier config: in
+            # broker mode the broker's acknowledgement is enough.
+            acked = [*acked, *held]
+        else:
             scan = time.monotonic() - self._resend_scan_at >= RESEND_SCAN_EVERY
             if scan:
                 self._resend_scan_at = time.monotonic()
