@@ -21,7 +21,8 @@ from gateway.consumer_config import load_consumer_config
 from gateway.logs import setup_logging
 from gateway.service import serve
 from gateway.status import StatusError, read_status, render_status
-from gateway.store import Outbox, StoreError
+from gateway.store import Outbox
+from gateway.store_sql import StoreError
 
 log = logging.getLogger("gateway")
 
@@ -103,14 +104,15 @@ def _run(path: Path, level: str) -> int:
     except StoreError as exc:
         log.error("%s", exc)
         return 1
-    clean = ok = False
+    clean = ok = marked = False
     try:
         ok = asyncio.run(serve(config, outbox))
         clean = True
     finally:
-        outbox.close(clean=clean)
-    log.info("store %s closed cleanly; epoch %s continues at the next start",
-             config.store_path, outbox.epoch)
+        marked = outbox.close(clean=clean)
+    if marked:  # when not, the store said why
+        log.info("store %s closed cleanly; epoch %s continues at the next start",
+                 config.store_path, outbox.epoch)
     return 0 if ok else 1
 
 

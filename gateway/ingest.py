@@ -17,7 +17,8 @@ from devices.base import Record
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.envelope import Envelope, encode, json_safe
 from gateway.identity import SequenceCounters
-from gateway.store import DropKey, NewReading
+from gateway.store import NewReading
+from gateway.store_schema import DropKey
 
 log = logging.getLogger("gateway.ingest")
 

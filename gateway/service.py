@@ -24,6 +24,7 @@ from gateway.ingest import DeviceSink, Intake
 from gateway.mqtt_link import MqttLink, Session
 from gateway.publisher import Publisher
 from gateway.store import Confirmations, Outbox
+from gateway.store_space import DiskFullError
 
 log = logging.getLogger("gateway")
 
@@ -52,6 +53,7 @@ class Gateway:
         self.intake.on_batch_full = self._commit_now.set
         self.stored = 0
         self.commit_failures = 0
+        self._store_full = False  # logged once per stretch of store_full refusals
         self.broker_up = False
         self._down_since: float | None = time.monotonic()
         self._down_logged = False
@@ -115,9 +117,13 @@ class Gateway:
         try:
             result = self.outbox.commit(pending, acked, quarantined, drops, confirmations)
         except (sqlite3.Error, ValueError) as exc:
+            # Nothing was written: the readings are counted, everything else waits for the
+            # next commit (an ack kept is at worst a row sent again, never a row lost).
+            disk_full = isinstance(exc, DiskFullError)
+            reason = "disk_full" if disk_full else "store_error"
             self.commit_failures += 1
             for r in pending:
-                self.intake.drop("store_error", r.device, r.stream)
+                self.intake.drop(reason, r.device, r.stream)
             self.publisher.acked.extend(acked)
             self.publisher.quarantined.extend(quarantined)
             if confirmations is not None and self.tracker is not None:
@@ -125,15 +131,24 @@ class Gateway:
                 self.tracker.restore(confirmations.marks)
             for key, n in drops.items():
                 self.intake.drops[key] += n
-            log.error("store %s: commit failed (%s); %d readings dropped and counted",
-                      self.outbox.path, exc, len(pending))
+            if disk_full:  # the store logs when the disk fills and when it has room again
+                log.debug("store %s: commit failed on a full disk (%s); %d readings dropped "
+                          "and counted as disk_full", self.outbox.path, exc, len(pending))
+            else:
+                log.error("store %s: commit failed (%s); %d readings dropped and counted",
+                          self.outbox.path, exc, len(pending))
             return
         self.stored += result.stored
-        if result.refused:
-            self.intake.dropped_total += result.refused
-            log.warning("store %s is full (%d bytes, max %d): %d readings refused",
-                        self.outbox.path, self.outbox.bytes_used, self.outbox.max_bytes,
-                        result.refused)
+        self.intake.dropped_total += result.refused + result.disk_full
+        if result.refused and not self._store_full:
+            self._store_full = True
+            log.warning("store %s is full (%d bytes, max %d): new durable readings are refused "
+                        "and counted as store_full until acknowledgements free space",
+                        self.outbox.path, self.outbox.bytes_used, self.outbox.max_bytes)
+        elif result.stored and self._store_full:
+            self._store_full = False
+            log.info("store %s has room again (%d bytes, max %d): storing new durable readings",
+                     self.outbox.path, self.outbox.bytes_used, self.outbox.max_bytes)
         if resend:
             self.publisher.resend(resend)
         if result.stored:
@@ -172,6 +187,7 @@ class Gateway:
             "at_most_once_sent": self.publisher.sent_volatile,
             "resent_after_transient_ack": self.publisher.retries,
             "confirmation": self.config.confirmation,
+            "store_disk_full": self.outbox.disk_full,
             **({"confirmations_accepted": self.tracker.accepted,
                 "confirmations_ignored": dict(self.tracker.ignored),
                 "resent_unconfirmed": self.tracker.resent}

@@ -100,6 +100,7 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
         "epoch": epoch,
         "running": running,
         "last_stop_clean": meta.get("clean_stop") == "1",
+        "store_recovered": int(meta.get("store_recovered") or 0),
         "runtime": runtime if running else None,
         "backlog": backlog,
         "quarantined": sum(quarantined_by_reason.values()),
@@ -135,6 +136,12 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append("process not running; last stop was "
                      + ("clean" if report["last_stop_clean"] else "NOT clean (a new epoch "
                         "starts at the next run)"))
+    if runtime and runtime.get("store_disk_full"):
+        lines.append("DISK FULL: new durable readings are dropped and counted (disk_full); "
+                     "stored ones are still sent")
+    if report["store_recovered"]:
+        lines.append(f"store recovered from corruption {report['store_recovered']} time(s): "
+                     "the damaged file was moved aside as *.corrupt-*")
     lines.append("backlog:")
     for name, item in report["backlog"].items():
         oldest = item["oldest_age_s"]

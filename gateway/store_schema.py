@@ -7,7 +7,10 @@ Tables:
 - `outbox`: durable readings waiting for the broker's PUBACK/PUBCOMP. The
   id orders them and is never a reading's identity.
 - `quarantine`: readings the broker rejected, kept for the operator.
-- `drops`: readings dropped anywhere, counted by reason, device and stream.
+- `drops`: readings dropped anywhere, counted by reason, device and stream
+  (`DropKey`).
+
+Reading rows back out of a damaged store is `store_salvage.py`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import sqlite3
 import sqlite_utils
 
 SCHEMA_VERSION = 2
+
+DropKey = tuple[str, str, str]  # a row of `drops`: (reason, device, stream)
 
 # Columns added after version 1 (end-to-end confirmation): whether a row waits
 # for the consumer's confirmation, when the broker acknowledged it, and how

@@ -27,7 +27,9 @@ import pytest
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.envelope import Envelope, decode
 from gateway.status import StatusError, read_status
-from gateway.store import DropKey, NewReading, Outbox, OutboxRow, StoreError
+from gateway.store import NewReading, Outbox, OutboxRow
+from gateway.store_schema import DropKey
+from gateway.store_sql import StoreError
 
 GW = "gw-test"
 TEMP = ("climate", "temperature")
@@ -468,14 +470,20 @@ def test_durability_sets_synchronous(db: Path, durability: str, synchronous: int
         box.close(clean=True)
 
 
-def test_a_file_that_is_not_a_database_gives_a_store_error_naming_it(db: Path) -> None:
+def test_a_file_that_is_not_a_database_is_moved_aside_and_a_new_store_starts(db: Path) -> None:
+    """More in test_store_recovery.py: salvage, counters, a second corrupt file."""
     db.parent.mkdir(parents=True)
     garbage = b"this is not an SQLite database\n" * 200
     db.write_bytes(garbage)
-    with pytest.raises(StoreError, match=re.escape(str(db))) as info:
-        open_outbox(db)
-    assert "not a database" in str(info.value)
-    assert db.read_bytes() == garbage
+    box = open_outbox(db)
+    try:
+        store(box, [reading(TEMP)])
+        assert not box.continued
+        [aside] = db.parent.glob("outbox.sqlite.corrupt-*")
+        assert aside.read_bytes() == garbage
+        assert meta(db)["store_recovered"] == "1"
+    finally:
+        box.close(clean=True)
 
 
 def test_a_store_directory_that_is_a_file_gives_a_store_error(tmp_path: Path) -> None:
