@@ -67,7 +67,7 @@ class Gateway:
             d.id: DeviceSink(d, self.intake,
                              {s.name: broker.topics.topic(d.id, s.name) for s in d.streams},
                              frozenset(s.name for s in d.streams
-                                       if end_to_end and s.delivery is DeliveryClass.EXACTLY_ONCE))
+                                       if end_to_end and s.delivery is not DeliveryClass.AT_MOST_ONCE))
             for d in config.devices
         }
 
