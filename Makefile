@@ -25,10 +25,10 @@ status: $(STAMP)
 	$(BIN)/mqtt-gateway status --config config/gateway.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway devices tests
+	$(BIN)/ruff check gateway devices tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway devices
+	$(BIN)/mypy gateway devices bench
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

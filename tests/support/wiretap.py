@@ -27,7 +27,9 @@ class WireTap:
         self.copies: Counter[Identity] = Counter()
         self.messages = 0
         self.subscribed = threading.Event()
+        self.subscriptions = 0  # how many times it (re)subscribed
         self._stop = threading.Event()
+        self._held = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="wiretap", daemon=True)
         self._thread.start()
@@ -39,9 +41,13 @@ class WireTap:
 
     async def _listen(self) -> None:
         while not self._stop.is_set():
+            if self._held.is_set():
+                await asyncio.sleep(0.05)
+                continue
             try:
                 async with aiomqtt.Client("127.0.0.1", self.port, identifier=None) as client:
                     await client.subscribe(self.topic, qos=0)
+                    self.subscriptions += 1
                     self.subscribed.set()
                     async for message in client.messages:
                         self._count(message.payload)
@@ -58,6 +64,19 @@ class WireTap:
             key = (body["gateway"], body["epoch"], body["device"], body["stream"], body["seq"])
             self.copies[key] += 1
             self.messages += 1
+
+    def hold(self) -> None:
+        """Do not reconnect after the connection drops, until `release()`.
+
+        While the tap is subscribed the broker has a matching subscriber for
+        the gateway's topics, so it would accept QoS 1 publishes that the
+        consumer (not yet subscribed again after a broker restart) never gets.
+        """
+        self._held.set()
+
+    def release(self) -> None:
+        """Reconnect again when disconnected."""
+        self._held.clear()
 
     def duplicates(self, stream: str) -> int:
         """Extra copies seen on the wire for one stream."""

@@ -1,0 +1,1 @@
+"""Benchmarks and long-running fault runs (not part of the installed package)."""
