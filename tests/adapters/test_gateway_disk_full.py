@@ -18,22 +18,15 @@ from gateway.config import GatewayConfig, load_gateway_config
 from gateway.service import Gateway
 from gateway.store import NewReading, Outbox
 from tests.adapters.test_store import query
-from tests.support.tmpfs import Tmpfs
+from tests.support.tmpfs import Tmpfs, mounted_tmpfs
 
 GW = "gw-disk"
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Tmpfs]:
-    fs = Tmpfs(tmp_path / "state", 6 << 20)
-    try:
-        fs.mount()
-    except RuntimeError as exc:
-        pytest.fail(f"this test fills a real disk and must mount a tmpfs (run as root): {exc}")
-    try:
-        yield fs
-    finally:
-        fs.unmount()
+    with mounted_tmpfs(tmp_path / "state") as disk:
+        yield disk
 
 
 def config(tmp_path: Path) -> GatewayConfig:

@@ -24,7 +24,7 @@ from gateway.store import NewReading, Outbox
 from gateway.store_space import PROBE_BACKOFF, RESERVE_BYTES, RESUME_HEADROOM, DiskFullError
 from gateway.store_sql import StoreError
 from tests.adapters.test_store import ALARM, BIG, GW, TEMP, all_rows, query, reading, seqs_by_stream
-from tests.support.tmpfs import Tmpfs
+from tests.support.tmpfs import Tmpfs, mounted_tmpfs
 
 
 class Clock:
@@ -42,15 +42,8 @@ class Clock:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Tmpfs]:
-    fs = Tmpfs(tmp_path / "disk", 6 << 20)
-    try:
-        fs.mount()
-    except RuntimeError as exc:
-        pytest.fail(f"these tests fill a real disk and need to mount a tmpfs (run as root): {exc}")
-    try:
-        yield fs
-    finally:
-        fs.unmount()
+    with mounted_tmpfs(tmp_path / "disk") as disk:
+        yield disk
 
 
 def open_on(fs: Tmpfs, clock: Clock) -> Outbox:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.rig import DURABLE, Rig
-from tests.support.tmpfs import Tmpfs
+from tests.support.tmpfs import Tmpfs, mounted_tmpfs
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,15 +31,8 @@ BACK = "disk space is back"
 @pytest.fixture
 def state_disk(tmp_path: Path) -> Iterator[Tmpfs]:
     """A 6 MiB tmpfs on the rig's state dir, unmounted after the rig's gateway stopped."""
-    disk = Tmpfs(tmp_path / "state", 6 << 20)
-    try:
-        disk.mount()
-    except RuntimeError as exc:
-        pytest.fail(f"this test fills a real disk and must mount a tmpfs (run as root): {exc}")
-    try:
+    with mounted_tmpfs(tmp_path / "state") as disk:
         yield disk
-    finally:
-        disk.unmount()  # lazily if the gateway still holds it; the rig stops it after
 
 
 def disk_full(rig: Rig, stream: str) -> int:

@@ -12,7 +12,11 @@ import contextlib
 import errno
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 BALLAST_NAME = ".chaos-ballast"
 
@@ -92,3 +96,17 @@ class Tmpfs:
         if done.returncode != 0 and is_mountpoint(self.path):
             subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
         self.mounted = is_mountpoint(self.path)
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, size_bytes: int = 6 << 20) -> Iterator[Tmpfs]:
+    """A tmpfs mounted at `path` for a test; the test fails (not skips) if it cannot mount."""
+    disk = Tmpfs(path, size_bytes)
+    try:
+        disk.mount()
+    except RuntimeError as exc:
+        pytest.fail(f"this test fills a real disk and must mount a tmpfs (run as root): {exc}")
+    try:
+        yield disk
+    finally:
+        disk.unmount()  # lazily if a process still holds it
