@@ -2,8 +2,8 @@
 
 Rows of exactly-once streams stay in the outbox after the broker's PUBCOMP
 until the consumer confirms it committed them: it publishes per-stream
-high-water marks to `{topic_prefix}/_confirm`. A mark is trusted only for an
-(epoch, device, stream) this gateway knows and a seq it has handed out;
+ranges of committed seqs to `{topic_prefix}/_confirm`. A range is trusted only
+for an (epoch, device, stream) this gateway knows and seqs it has handed out;
 anything else is ignored, counted and logged once per reason. A held row
 whose confirmation does not come within `confirmation_timeout` (doubling per
 resend, up to 32x) is sent again.
@@ -17,7 +17,7 @@ from collections import Counter
 
 import paho.mqtt.client as mqtt
 
-from gateway.confirmation import check_mark, confirm_topic, decode_marks
+from gateway.confirmation import confirm_topic, decode_marks, trusted_range
 from gateway.mqtt_link import MqttLink
 from gateway.store import Confirmations, Outbox
 
@@ -34,7 +34,7 @@ class ConfirmationTracker:
         self.outbox = outbox
         self.topic = confirm_topic(prefix)
         self.timeout = timeout
-        self._marks: list[tuple[str, str, str, int]] = []
+        self._marks: list[tuple[str, str, str, int, int]] = []
         self.accepted = 0
         self.ignored: Counter[str] = Counter()
         self.resent = 0
@@ -55,13 +55,14 @@ class ConfirmationTracker:
             self._ignore("confirm_other_gateway", f"confirmation for gateway {gateway!r}")
             return
         for mark in marks:
-            why = check_mark(mark, self.outbox.issued(mark.epoch, mark.device, mark.stream))
-            if why is not None:
-                self._ignore(why, f"device={mark.device} stream={mark.stream} "
-                                  f"epoch={mark.epoch} seq={mark.seq}")
+            trusted = trusted_range(mark, self.outbox.issued(mark.epoch, mark.device, mark.stream),
+                                    mark.epoch == self.outbox.epoch)
+            if isinstance(trusted, str):
+                self._ignore(trusted, f"device={mark.device} stream={mark.stream} "
+                                      f"epoch={mark.epoch} seq={mark.first}..{mark.last}")
                 continue
             self.accepted += 1
-            self._marks.append((mark.epoch, mark.device, mark.stream, mark.seq))
+            self._marks.append((mark.epoch, mark.device, mark.stream, *trusted))
 
     def _ignore(self, reason: str, detail: str) -> None:
         first = reason not in self.ignored
@@ -70,7 +71,7 @@ class ConfirmationTracker:
                 "ignored a confirmation on %s: %s: %s%s", self.topic, reason, detail,
                 " (further ones are counted)" if first else "")
 
-    def restore(self, marks: list[tuple[str, str, str, int]]) -> None:
+    def restore(self, marks: list[tuple[str, str, str, int, int]]) -> None:
         """Give back the marks of a commit that failed, for the next one."""
         self._marks[:0] = marks
 

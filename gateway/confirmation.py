@@ -1,10 +1,16 @@
 """End-to-end confirmation: what the consumer has committed, told back to the gateway.
 
-Pure. The consumer keeps, per stream, a contiguous high-water mark (`Marks`):
-every seq at or below it is stored in `readings`. After a commit it publishes
-the marks that moved to `{topic_prefix}/_confirm`, one message per gateway
-for the whole batch. The gateway trusts a mark only for an epoch it knows and
-a seq it has handed out (`check_mark`); anything else is ignored and counted.
+Pure. After each commit the consumer publishes, per stream and epoch, the
+ranges of seqs it now holds in `readings` (`Mark(epoch, device, stream,
+first, last)`) to `{topic_prefix}/_confirm`, one message per gateway for the
+whole batch; a duplicate it receives is confirmed again, so a lost
+confirmation heals by itself. Ranges rather than one contiguous high-water
+mark, so that a seq that never arrives (a quarantined row, a salvage loss)
+cannot hold back the confirmation of every seq after it.
+
+The gateway trusts a range only for an (epoch, device, stream) it knows and
+seqs it has handed out (`trusted_range`); anything else is ignored and
+counted.
 """
 
 from __future__ import annotations
@@ -18,17 +24,16 @@ from gateway.envelope import MAX_SEQ
 CONFIRM_LEVEL = "_confirm"
 CONFIRM_VERSION = 1
 
-MarkKey = tuple[str, str, str, str]  # (gateway, epoch, device, stream)
-
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """All readings of a stream up to `seq` (in `epoch`) are committed by the consumer."""
+    """The consumer holds seqs `first` to `last` of a stream in `epoch`."""
 
     epoch: str
     device: str
     stream: str
-    seq: int
+    first: int
+    last: int
 
 
 def confirm_topic(prefix: str) -> str:
@@ -47,14 +52,29 @@ def is_confirm_topic(topic: str) -> bool:
     return topic.endswith("/" + CONFIRM_LEVEL)
 
 
+def ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted, merged runs of consecutive seqs: [1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
 def encode_marks(gateway: str, marks: Iterable[Mark]) -> bytes:
     """The payload of one confirmation message."""
     body = {
         "v": CONFIRM_VERSION,
         "gateway": gateway,
-        "marks": [[m.epoch, m.device, m.stream, m.seq] for m in marks],
+        "marks": [[m.epoch, m.device, m.stream, m.first, m.last] for m in marks],
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEQ
 
 
 def decode_marks(payload: bytes) -> tuple[str, list[Mark]] | str:
@@ -70,57 +90,28 @@ def decode_marks(payload: bytes) -> tuple[str, list[Mark]] | str:
         return "missing gateway or marks"
     marks = []
     for item in raw:
-        if (not isinstance(item, list) or len(item) != 4
+        if (not isinstance(item, list) or len(item) != 5
                 or not all(isinstance(x, str) and x for x in item[:3])
-                or isinstance(item[3], bool) or not isinstance(item[3], int)
-                or not 1 <= item[3] <= MAX_SEQ):
-            return "a mark is not [epoch, device, stream, seq]"
-        marks.append(Mark(item[0], item[1], item[2], item[3]))
+                or not _seq(item[3]) or not _seq(item[4]) or item[3] > item[4]):
+            return "a mark is not [epoch, device, stream, first, last]"
+        marks.append(Mark(item[0], item[1], item[2], item[3], item[4]))
     return gateway, marks
 
 
-def check_mark(mark: Mark, last_issued: int | None) -> str | None:
-    """Why the gateway must not act on `mark`, or None.
+def trusted_range(mark: Mark, last_issued: int | None, current_epoch: bool
+                  ) -> tuple[int, int] | str:
+    """The seqs of `mark` the gateway may delete, or why it must ignore the mark.
 
     `last_issued` is the last seq the gateway handed out in the mark's
-    (epoch, device, stream), or None when it knows no such stream.
+    (epoch, device, stream), None when it knows no such stream. In the
+    current epoch a seq beyond it is a forgery. In an earlier epoch a power
+    cut may have rolled the counter back below seqs that went out, so the
+    range is clipped to it instead: rows above it were rolled back too.
     """
-    last = last_issued
-    if last is None:
+    if last_issued is None:
         return "confirm_unknown_stream"
-    if mark.seq > last:
+    if mark.last <= last_issued:
+        return mark.first, mark.last
+    if current_epoch or mark.first > last_issued:
         return "confirm_future_seq"
-    return None
-
-
-class Marks:
-    """Contiguous high-water marks of the streams a consumer has seen."""
-
-    def __init__(self) -> None:
-        self._mark: dict[MarkKey, int] = {}
-        self._above: dict[MarkKey, set[int]] = {}
-
-    def known(self, key: MarkKey) -> bool:
-        """True once the mark of `key` has been set or seeded."""
-        return key in self._mark
-
-    def seed(self, key: MarkKey, mark: int) -> None:
-        """Start a stream from what the database already holds (all seqs <= mark)."""
-        self._mark[key] = mark
-        self._above[key] = set()
-
-    def add(self, key: MarkKey, seq: int) -> None:
-        """Record that `seq` is stored; the mark moves over every contiguous seq."""
-        mark = self._mark.setdefault(key, 0)
-        above = self._above.setdefault(key, set())
-        if seq <= mark:
-            return
-        above.add(seq)
-        while mark + 1 in above:
-            mark += 1
-            above.discard(mark)
-        self._mark[key] = mark
-
-    def mark(self, key: MarkKey) -> int:
-        """The mark of a stream (0: nothing contiguous from seq 1 yet)."""
-        return self._mark.get(key, 0)
+    return mark.first, last_issued

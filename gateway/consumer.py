@@ -25,12 +25,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.backoff import Backoff
 from gateway.confirmation import (
     Mark,
-    MarkKey,
-    Marks,
     confirm_topic,
     encode_marks,
     is_confirm_topic,
     prefix_of,
+    ranges,
 )
 from gateway.consumer_config import ConsumerConfig, mask_passwords
 from gateway.consumer_db import ReadingsDB, open_readings_db
@@ -72,7 +71,6 @@ class Consumer:
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
         self._overflow = 0
-        self._marks = Marks()
         self.confirmations_sent = 0
         self.fresh = 0
         self.duplicates = 0
@@ -160,19 +158,16 @@ class Consumer:
             self._confirm(to_confirm)
 
     def _confirm(self, committed: list[tuple[str, Envelope]]) -> None:
-        """Tell each gateway up to where its streams are now committed (one message each)."""
-        touched: dict[tuple[str, str], set[MarkKey]] = {}
+        """Tell each gateway which seqs of its streams are now committed (one message each)."""
+        seqs: dict[tuple[str, str], dict[tuple[str, str, str], list[int]]] = {}
         for prefix, env in committed:
-            key = (env.gateway, env.epoch, env.device, env.stream)
-            if not self._marks.known(key):
-                self._marks.seed(key, self.db.contiguous_mark(*key))
-            self._marks.add(key, env.seq)
-            touched.setdefault((prefix, env.gateway), set()).add(key)
-        for (prefix, gateway), keys in touched.items():
-            marks = [Mark(epoch, device, stream, self._marks.mark((gw, epoch, device, stream)))
-                     for gw, epoch, device, stream in sorted(keys)]
-            marks = [m for m in marks if m.seq > 0]
-            if marks and self.link.connected:
+            streams = seqs.setdefault((prefix, env.gateway), {})
+            streams.setdefault((env.epoch, env.device, env.stream), []).append(env.seq)
+        for (prefix, gateway), streams in seqs.items():
+            marks = [Mark(epoch, device, stream, first, last)
+                     for (epoch, device, stream), found in sorted(streams.items())
+                     for first, last in ranges(found)]
+            if self.link.connected:
                 self.link.client.publish(confirm_topic(prefix), encode_marks(gateway, marks),
                                          qos=1)
                 self.confirmations_sent += 1

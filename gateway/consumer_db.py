@@ -35,27 +35,9 @@ class ReadingsDB(Protocol):
         counted as the reject `bad_field`, in the database and, after the commit, in `rejects`.
         """
 
-    def contiguous_mark(self, gateway: str, epoch: str, device: str, stream: str) -> int:
-        """The highest seq such that every seq from 1 to it is stored (0 for none)."""
 
     def close(self) -> None:
         """Close the connection."""
-
-
-# The end of the first run of consecutive seqs, if that run starts at 1.
-_CONTIGUOUS = (
-    "SELECT CASE WHEN EXISTS (SELECT 1 FROM readings WHERE {key} AND seq = 1) THEN "
-    "(SELECT min(r.seq) FROM readings r WHERE {rkey} AND NOT EXISTS "
-    "(SELECT 1 FROM readings n WHERE {nkey} AND n.seq = r.seq + 1)) ELSE 0 END"
-)
-
-
-def _contiguous_sql(mark: str) -> str:
-    def key(alias: str) -> str:
-        prefix = f"{alias}." if alias else ""
-        return " AND ".join(f"{prefix}{col} = {mark}" for col in
-                            ("gateway", "epoch", "device", "stream"))
-    return _CONTIGUOUS.format(key=key(""), rkey=key("r"), nkey=key("n"))
 
 
 def _row(env: Envelope, received_at: float) -> tuple[Any, ...] | None:
@@ -160,12 +142,6 @@ class SqliteReadings:
         fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
         return fresh, len(outcomes) - fresh
 
-    def contiguous_mark(self, gateway: str, epoch: str, device: str, stream: str) -> int:
-        """See `ReadingsDB.contiguous_mark`."""
-        args = (gateway, epoch, device, stream)
-        row = self._conn.execute(_contiguous_sql("?"), args * 3).fetchone()
-        return int(row[0] or 0)
-
     def close(self) -> None:
         """See `ReadingsDB.close`."""
         self._conn.close()
@@ -233,15 +209,6 @@ class PostgresReadings:
         rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
         fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
         return fresh, len(outcomes) - fresh
-
-    def contiguous_mark(self, gateway: str, epoch: str, device: str, stream: str) -> int:
-        """See `ReadingsDB.contiguous_mark`."""
-        args = (gateway, epoch, device, stream)
-        with self._conn.cursor() as cur:
-            cur.execute(_contiguous_sql("%s"), args * 3)
-            row = cur.fetchone()
-        self._conn.commit()
-        return int(row[0] or 0) if row is not None else 0
 
     def close(self) -> None:
         """See `ReadingsDB.close`."""

@@ -113,6 +113,8 @@ class Publisher:
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         for row in rows:
+            if row.id in self._in_flight_rows:
+                continue  # already on its way (a resend and the cursor can meet after a restart)
             too_large = self._too_large(row.topic, row.payload, row.qos)
             if too_large is not None:
                 self._quarantine(row, too_large)
@@ -129,7 +131,9 @@ class Publisher:
         row_id = self.window.settle(mid)
         if row_id is None:
             return  # an at-most-once message written to the socket
-        row = self._in_flight_rows.pop(row_id)
+        row = self._in_flight_rows.pop(row_id, None)
+        if row is None:
+            return
         outcome = classify_ack(rc.value)
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()

@@ -65,12 +65,12 @@ class Confirmations:
     """What the consumer's end-to-end confirmations settle in one commit.
 
     `held`: rows the broker acknowledged that now wait for a confirmation;
-    `marks`: (epoch, device, stream, seq) up to which the consumer has
+    `marks`: (epoch, device, stream, first, last) seqs the consumer has
     committed; `resend`: held rows whose confirmation is overdue.
     """
 
     held: list[int] = field(default_factory=list)
-    marks: list[tuple[str, str, str, int]] = field(default_factory=list)
+    marks: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     resend: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -291,7 +291,7 @@ class Outbox:
                              "WHERE id = ?", [(i,) for i in c.resend])
         if c.marks:
             conn.executemany("DELETE FROM outbox WHERE confirm = 1 AND epoch = ? AND device = ? "
-                             "AND stream = ? AND seq <= ?", c.marks)
+                             "AND stream = ? AND seq BETWEEN ? AND ?", c.marks)
 
     def due_for_resend(self, now: float, timeout: float, limit: int) -> list[int]:
         """Held rows whose confirmation is overdue (the wait doubles per resend, up to 32x)."""

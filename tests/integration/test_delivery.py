@@ -256,11 +256,11 @@ def test_forged_confirmations_are_ignored_and_counted(rig_factory: type[Rig]) ->
     epoch = str(rig._query(outbox, "SELECT value FROM meta WHERE key = 'epoch'")[0][0])
     topic = f"gw/{rig.gateway_id}/_confirm"
     forged = [
-        encode_marks(rig.gateway_id, [Mark("19700101T000000Z-deadbeef", "dev", "eo", 5)]),
-        encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 10_000)]),
-        encode_marks("someone-else", [Mark(epoch, "dev", "eo", 20)]),
+        encode_marks(rig.gateway_id, [Mark("19700101T000000Z-deadbeef", "dev", "eo", 1, 5)]),
+        encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 1, 10_000)]),
+        encode_marks("someone-else", [Mark(epoch, "dev", "eo", 1, 20)]),
         b"not a confirmation",
-        encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 5)]),  # the one genuine mark
+        encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 1, 5)]),  # the one genuine mark
     ]
     publish_all(rig.broker.port, topic, forged)
     wait_for(lambda: held() == 15, timeout=15, what="rows 1..5 confirmed and deleted")

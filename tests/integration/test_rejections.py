@@ -131,10 +131,14 @@ def test_broker_acl_rejects_an_exactly_once_stream_which_is_quarantined(
         "left the outbox as delivered, without quarantine or count")
 
 
+@pytest.mark.parametrize("confirmation", ["broker", "end-to-end"])
 def test_message_over_the_broker_maximum_packet_size_is_quarantined(
-        rig_factory: type[Rig]) -> None:
+        rig_factory: type[Rig], confirmation: str) -> None:
+    """With end-to-end confirmation too: the quarantined seq never reaches the
+    consumer, and the rows after it are still confirmed and leave the store."""
     max_packet = 2048
-    rig = rig_factory(gateway_id=GATEWAY, broker_extra=f"max_packet_size {max_packet}\n")
+    rig = rig_factory(gateway_id=GATEWAY, broker_extra=f"max_packet_size {max_packet}\n",
+                      gateway_extra=f"confirmation: {confirmation}\n")
     rig.start_consumer()
     rig.start_gateway()
     rig.gateway.wait_log(r"connected to broker")
@@ -162,6 +166,10 @@ def test_message_over_the_broker_maximum_packet_size_is_quarantined(
     on_wire = sorted({key[4] for key in rig.tap.copies})
     assert on_wire == [n for n in range(1, 62) if n != 31], "seq 31 went on the wire"
     assert "Traceback" not in rig.gateway.log_text()
+    outbox = rig.workdir / "state" / "outbox.sqlite"
+    wait_for(lambda: rig.store_query("SELECT count(*) FROM outbox") == [(0,)], timeout=15,
+             what=f"every stored row acknowledged{' and confirmed' if confirmation != 'broker' else ''}")
+    assert outbox.exists()
 
 
 def test_packet_over_the_maximum_only_with_its_topic_is_not_sent(rig_factory: type[Rig]) -> None:

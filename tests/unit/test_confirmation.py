@@ -1,60 +1,42 @@
-"""End-to-end confirmation: marks, the confirmation codec, and what a gateway trusts."""
+"""End-to-end confirmation: committed ranges, the confirmation codec, what a gateway trusts."""
 
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.confirmation import (
     Mark,
-    Marks,
-    check_mark,
     confirm_topic,
     decode_marks,
     encode_marks,
     is_confirm_topic,
     prefix_of,
+    ranges,
+    trusted_range,
 )
 
-KEY = ("gw", "E1", "dev", "eo")
+
+def test_ranges_merge_consecutive_seqs() -> None:
+    assert ranges([3, 1, 2, 7, 8, 8, 10]) == [(1, 3), (7, 8), (10, 10)]
+    assert ranges([]) == []
 
 
-def test_mark_moves_only_over_contiguous_seqs() -> None:
-    marks = Marks()
-    for seq in (1, 2, 4, 5):
-        marks.add(KEY, seq)
-    assert marks.mark(KEY) == 2
-    marks.add(KEY, 3)
-    assert marks.mark(KEY) == 5
-    marks.add(KEY, 2)  # a duplicate changes nothing
-    assert marks.mark(KEY) == 5
-
-
-def test_a_seeded_mark_continues_from_the_database() -> None:
-    marks = Marks()
-    assert not marks.known(KEY)
-    marks.seed(KEY, 40)
-    assert marks.known(KEY)
-    marks.add(KEY, 42)
-    assert marks.mark(KEY) == 40
-    marks.add(KEY, 41)
-    assert marks.mark(KEY) == 42
-
-
-@given(st.integers(min_value=1, max_value=200), st.randoms())
-def test_any_arrival_order_with_duplicates_ends_at_the_last_seq(n: int, rnd: random.Random) -> None:
-    seqs = list(range(1, n + 1)) + [rnd.randint(1, n) for _ in range(n // 3)]
-    rnd.shuffle(seqs)
-    marks = Marks()
-    for seq in seqs:
-        marks.add(KEY, seq)
-    assert marks.mark(KEY) == n
+@given(st.sets(st.integers(min_value=1, max_value=500), max_size=100), st.randoms())
+def test_ranges_cover_exactly_the_seqs(seqs: set[int], rnd: random.Random) -> None:
+    shuffled = list(seqs) * 2
+    rnd.shuffle(shuffled)
+    runs = ranges(shuffled)
+    covered = {seq for first, last in runs for seq in range(first, last + 1)}
+    assert covered == seqs
+    assert all(b[0] > a[1] + 1 for a, b in pairwise(runs))
 
 
 def test_codec_round_trip() -> None:
-    marks = [Mark("E1", "dev", "eo", 17), Mark("E2", "dev", "alarm", 2**63 - 1)]
+    marks = [Mark("E1", "dev", "eo", 1, 17), Mark("E2", "dev", "alarm", 5, 2**63 - 1)]
     assert decode_marks(encode_marks("gw-1", marks)) == ("gw-1", marks)
 
 
@@ -62,9 +44,10 @@ def test_bad_confirmations_say_why() -> None:
     assert decode_marks(b"{nope") == "not JSON"
     assert decode_marks(b'{"v": 2, "gateway": "g", "marks": []}') == "not a version 1 confirmation"
     assert decode_marks(b'{"v": 1, "marks": []}') == "missing gateway or marks"
-    for bad in ('["E", "d", "s", 0]', '["E", "d", "s", true]', '["E", "d", 5]', '["", "d", "s", 1]'):
+    for bad in ('["E", "d", "s", 0, 1]', '["E", "d", "s", 1, true]', '["E", "d", 5, 1, 2]',
+                '["", "d", "s", 1, 1]', '["E", "d", "s", 5, 4]', '["E", "d", "s", 3]'):
         payload = f'{{"v": 1, "gateway": "g", "marks": [{bad}]}}'.encode()
-        assert decode_marks(payload) == "a mark is not [epoch, device, stream, seq]", bad
+        assert decode_marks(payload) == "a mark is not [epoch, device, stream, first, last]", bad
 
 
 @given(st.binary(max_size=200))
@@ -73,11 +56,17 @@ def test_decoding_garbage_never_raises(payload: bytes) -> None:
 
 
 def test_a_gateway_trusts_only_known_streams_and_issued_seqs() -> None:
-    mark = Mark("E1", "dev", "eo", 10)
-    assert check_mark(mark, None) == "confirm_unknown_stream"
-    assert check_mark(mark, 9) == "confirm_future_seq"
-    assert check_mark(mark, 10) is None
-    assert check_mark(mark, 500) is None
+    mark = Mark("E1", "dev", "eo", 3, 10)
+    assert trusted_range(mark, None, True) == "confirm_unknown_stream"
+    assert trusted_range(mark, 9, True) == "confirm_future_seq"
+    assert trusted_range(mark, 10, True) == (3, 10)
+    assert trusted_range(mark, 500, False) == (3, 10)
+
+
+def test_an_earlier_epoch_rolled_back_by_a_power_cut_is_clipped_not_ignored() -> None:
+    # The consumer stored seqs 1..100 of E0; a power cut rolled E0's counter back to 90.
+    assert trusted_range(Mark("E0", "dev", "eo", 80, 100), 90, False) == (80, 90)
+    assert trusted_range(Mark("E0", "dev", "eo", 95, 100), 90, False) == "confirm_future_seq"
 
 
 def test_topics() -> None:
