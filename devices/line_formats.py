@@ -28,6 +28,7 @@ from typing import Any
 
 from devices.base import JsonValue
 from devices.line_framing import Rejected, excerpt
+from gateway.strict_json import NonFiniteNumberError, loads_strict
 
 Fields = dict[str, JsonValue]
 ParseResult = Fields | Rejected | None
@@ -46,10 +47,6 @@ _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)
 _KV_SEPARATORS = re.compile(r"[\s,]+")
 _JSON_TYPE_NAMES = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
                     float: "a number", type(None): "null"}
-
-
-class _NonFiniteNumberError(ValueError):
-    """NaN, Infinity or a number too large for a float: not valid JSON for us."""
 
 
 def convert_value(text: str) -> JsonValue:
@@ -86,18 +83,14 @@ def parse_json(line: bytes) -> ParseResult:
     Returns:
         The object's members, a `Rejected`, or None for a blank line.
     """
-    text = _decode(line)
-    if isinstance(text, Rejected):
+    text = _text(line)
+    if not isinstance(text, str):
         return text
-    if not text.strip():
-        return None
     try:
-        value: Any = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite_float
-        )
+        value: Any = loads_strict(text)
     except json.JSONDecodeError as exc:
         return Rejected(BAD_JSON, f"{exc.msg} at column {exc.colno}: {excerpt(text)}")
-    except _NonFiniteNumberError as exc:
+    except NonFiniteNumberError as exc:
         return Rejected(BAD_JSON, f"{exc}: {excerpt(text)}")
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         return Rejected(BAD_JSON, f"{_first_words(exc)}: {excerpt(text)}")
@@ -130,11 +123,9 @@ def csv_parser(columns: Sequence[str], delimiter: str = ",") -> LineParser:
                          f"not {delimiter!r}")
 
     def parse_csv(line: bytes) -> ParseResult:
-        text = _decode(line)
-        if isinstance(text, Rejected):
+        text = _text(line)
+        if not isinstance(text, str):
             return text
-        if not text.strip():
-            return None
         try:
             rows = list(csv.reader([text], delimiter=delimiter, strict=True))
         except csv.Error as exc:
@@ -159,8 +150,8 @@ def parse_kv(line: bytes) -> ParseResult:
     Returns:
         The pairs as fields, a `Rejected`, or None for a blank line.
     """
-    text = _decode(line)
-    if isinstance(text, Rejected):
+    text = _text(line)
+    if not isinstance(text, str):
         return text
     fields: Fields = {}
     for token in _KV_SEPARATORS.split(text):
@@ -199,25 +190,14 @@ def parser_for(format_name: str, columns: Sequence[str] = (), delimiter: str = "
     raise ValueError(f"unknown line format {format_name!r}; expected one of {', '.join(FORMATS)}")
 
 
-def _decode(line: bytes) -> str | Rejected:
-    """The line as text, or an `invalid_utf8` reject naming the bad byte offset."""
+def _text(line: bytes) -> str | Rejected | None:
+    """The line as text; an `invalid_utf8` reject naming the bad byte offset; None if blank."""
     try:
-        return line.decode("utf-8")
+        text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejected(INVALID_UTF8, f"bad byte at offset {exc.start}: {excerpt(line)}")
+    return text if text.strip() else None
 
-
-def _refuse_constant(name: str) -> Any:
-    """Refuse JSON's non-standard NaN and Infinity."""
-    raise _NonFiniteNumberError(f"non-finite number {name}")
-
-
-def _finite_float(text: str) -> float:
-    """A JSON number that must fit a finite float."""
-    number = float(text)
-    if not math.isfinite(number):
-        raise _NonFiniteNumberError(f"number out of range {excerpt(text, 20)}")
-    return number
 
 
 def _first_words(exc: Exception) -> str:

@@ -29,8 +29,12 @@ class Publisher:
     """Moves readings from the store and the volatile queue onto the link."""
 
     def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
-                 max_payload_bytes: int) -> None:
+                 max_payload_bytes: int, hold_for_confirmation: bool = False) -> None:
         self.link = link
+        # Under end-to-end confirmation, flagged rows wait for the consumer; in
+        # broker mode (also for rows flagged under an earlier config) a broker
+        # acknowledgement is enough.
+        self._hold = hold_for_confirmation
         self.outbox = outbox
         self.intake = intake
         self.window = InflightWindow(max_inflight)
@@ -138,7 +142,7 @@ class Publisher:
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()
             # A row under end-to-end confirmation stays until the consumer confirms it.
-            (self.held if row.confirm else self.acked).append(row_id)
+            (self.held if row.confirm and self._hold else self.acked).append(row_id)
             self.acknowledged += 1
             if not self.first_ack_logged:
                 self.first_ack_logged = True

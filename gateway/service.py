@@ -44,8 +44,10 @@ class Gateway:
         self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
                              session_expiry=broker.session_expiry, clean_first=True,
                              max_inflight=broker.max_inflight)
+        end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
-                                   max_payload_bytes=broker.max_payload_bytes)
+                                   max_payload_bytes=broker.max_payload_bytes,
+                                   hold_for_confirmation=end_to_end)
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.intake.on_volatile = self.publisher.wake
@@ -59,7 +61,6 @@ class Gateway:
         self._down_logged = False
         self._runtime_at = 0.0
         self._resend_scan_at = 0.0
-        end_to_end = config.confirmation == "end-to-end"
         self.tracker = (ConfirmationTracker(self.link, outbox, broker.topics.prefix,
                                             config.confirmation_timeout)
                         if end_to_end else None)
@@ -103,11 +104,7 @@ class Gateway:
         acked, quarantined, held = self.publisher.take_settled()
         confirmations: Confirmations | None = None
         resend: list[int] = []
-        if self.tracker is None:
-            # Rows stored with the confirmation flag under an earlier config: in
-            # broker mode the broker's acknowledgement is enough.
-            acked = [*acked, *held]
-        else:
+        if self.tracker is not None:
             scan = time.monotonic() - self._resend_scan_at >= RESEND_SCAN_EVERY
             if scan:
                 self._resend_scan_at = time.monotonic()

@@ -267,29 +267,18 @@ class DiskSpace:
         Raises:
             DiskFullError: the last try found no room either.
         """
-        try:
-            write()
+        error = _full_disk_error(write)
+        if error is None:
             return
-        except sqlite3.OperationalError as exc:
-            if not is_disk_full(exc):
-                raise
-            error = exc
         if self.checkpoint("PASSIVE"):
-            try:
-                write()
+            error = _full_disk_error(write)
+            if error is None:
                 return
-            except sqlite3.OperationalError as exc:
-                if not is_disk_full(exc):
-                    raise
-                error = exc
         self._enter_disk_full(error)
         shed()
-        try:
-            write()
-        except sqlite3.OperationalError as exc:
-            if is_disk_full(exc):
-                raise DiskFullError(f"store {self.path}: {exc}") from exc
-            raise
+        error = _full_disk_error(write)
+        if error is not None:
+            raise DiskFullError(f"store {self.path}: {error}") from error
 
     def _enter_disk_full(self, exc: BaseException) -> None:
         released = self.reserve.release()
@@ -335,3 +324,14 @@ class DiskSpace:
     @property
     def _wal_path(self) -> Path:
         return self.path.with_name(self.path.name + "-wal")
+
+
+def _full_disk_error(write: Callable[[], None]) -> sqlite3.OperationalError | None:
+    """Run `write`; the error when it failed for a full disk (any other error propagates)."""
+    try:
+        write()
+    except sqlite3.OperationalError as exc:
+        if not is_disk_full(exc):
+            raise
+        return exc
+    return None
