@@ -40,14 +40,14 @@ class ReadingsDB(Protocol):
         """Close the connection."""
 
 
-def _row(env: Envelope, received_at: float) -> tuple[Any, ...] | None:
+def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
     """The `readings` row of a reading, or None when a backend cannot store its text."""
     value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
     if not all(_storable(text) for text in (env.gateway, env.epoch, env.device, env.stream, value,
                                             env.unit or "")):
         return None
     return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
-            env.unit, format_ts(received_at))
+            env.unit, received_at)
 
 
 def _storable(text: str) -> bool:
@@ -68,8 +68,9 @@ def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float
     """The rows to insert, and the batch's reject counts with unstorable readings as bad_field."""
     rows = []
     all_rejects = Counter(rejects)
+    received_text = format_ts(received_at)  # one commit, one time
     for env in readings:
-        row = _row(env, received_at)
+        row = _row(env, received_text)
         if row is None:
             all_rejects["bad_field"] += 1
         else:

@@ -43,11 +43,27 @@ class Undecodable:
 
 
 def format_ts(ts: float) -> str:
-    """Unix seconds -> RFC 3339 UTC with milliseconds, e.g. `2026-11-26T21:00:00.123Z`."""
-    moment = datetime.fromtimestamp(ts, UTC)
-    # Not strftime: its %Y does not pad years before 1000 to the four digits RFC 3339 needs.
-    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") \
-        + f"{moment.microsecond // 1000:03d}Z"
+    """Unix seconds -> RFC 3339 UTC with milliseconds, e.g. `2026-11-26T21:00:00.123Z`.
+
+    The same text as `datetime.fromtimestamp(ts, UTC)` gives (microseconds rounded half
+    to even, then truncated to milliseconds); the date and time of day are formatted once
+    per second, as readings mostly come many to a second.
+    """
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    second = int(whole)
+    if us >= 1_000_000:
+        second, us = second + 1, us - 1_000_000
+    elif us < 0:
+        second, us = second - 1, us + 1_000_000
+    if second != _last_second[0]:
+        moment = datetime.fromtimestamp(second, UTC)
+        # Not strftime alone: its %Y does not pad years before 1000 to the four digits RFC 3339 needs.
+        _last_second[:] = [second, f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.")]
+    return f"{_last_second[1]}{us // 1000:03d}Z"
+
+
+_last_second: list[Any] = [None, ""]  # the second format_ts formatted last, and its text
 
 
 def parse_ts(text: str) -> float | None:

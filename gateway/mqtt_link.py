@@ -79,6 +79,27 @@ class _Client(mqtt.Client):
                 self.pubrec_codes[packet.mid] = packet.reason
         return super()._handle_pubrec()
 
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        # The common case without paho's decoding, which builds a ReasonCode and a
+        # Properties object per acknowledgement: success with no properties, sent by
+        # MQTT 5 brokers as the packet id alone or followed by reason code 0.
+        packet = self._in_packet["packet"]
+        if len(packet) == 2 or (len(packet) == 3 and packet[2] == 0):
+            mid = (packet[0] << 8) | packet[1]
+            if mid in self._out_messages:
+                success, no_properties = _SUCCESS[cmd]
+                with self._out_message_mutex:
+                    return self._do_on_publish(mid, success, no_properties)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_pubackcomp(cmd)
+
+
+# Shared by every successful PUBACK/PUBCOMP; nothing mutates them.
+_SUCCESS = {
+    "PUBACK": (ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK)),  # type: ignore[no-untyped-call]
+    "PUBCOMP": (ReasonCode(PacketTypes.PUBCOMP), Properties(PacketTypes.PUBCOMP)),  # type: ignore[no-untyped-call]
+}
+
 
 class MqttLink:
     """A reconnecting MQTT 5 connection driven by the running event loop.
@@ -98,7 +119,6 @@ class MqttLink:
         session_expiry: int,
         clean_first: bool,
         manual_ack: bool = False,
-        max_inflight: int = 100,
         receive_maximum: int | None = None,
     ) -> None:
         self.address = address
@@ -129,7 +149,9 @@ class MqttLink:
             manual_ack=manual_ack,
         )
         client.pubrec_codes = {}
-        client.max_inflight_messages_set(max_inflight)
+        # No cap of paho's own: the publisher's window (inflight.py) keeps what is in flight
+        # within the broker's Receive Maximum, and paho's cap rescans its queue on every ack.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         if address.tls:
             client.tls_set_context(ssl.create_default_context())

@@ -2,9 +2,14 @@
 
 The publisher owns the in-flight window. It sends at-most-once readings
 first (they are cheap and only worth anything while fresh), then rows to
-retry, then new rows from the store in id order, never more than the window
-allows. Each PUBACK/PUBCOMP is classified: delivered rows are deleted at the
-next group commit, rejected ones quarantined, transient failures retried.
+retry, then new rows from the store, never more than the window allows.
+Rows stored while connected (the live lane) go before the backlog found at
+connect time, so a long drain after an outage does not hold fresh readings
+behind it; each lane is sent in id order (seq order per stream). The window
+is refilled a quarter at a time, so a busy link costs one store query per
+batch of acknowledgements rather than one per acknowledgement. Each
+PUBACK/PUBCOMP is classified: delivered rows are deleted at the next group
+commit, rejected ones quarantined, transient failures retried.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ class Publisher:
         self._max_inflight = max_inflight
         self._max_payload = max_payload_bytes
         self._max_packet: int | None = None
-        self._cursor = 0
+        self._cursor = 0  # the last row sent of the backlog lane (or the only lane)
+        self._live_from: int | None = None  # rows after this id form the live lane
+        self._live_cursor = 0
         self._retry: list[int] = []
         self._in_flight_rows: dict[int, OutboxRow] = {}
         self._quarantine_logged: set[tuple[str, str, str]] = set()
@@ -68,6 +75,12 @@ class Publisher:
         """Adopt the broker's limits from CONNACK and start sending."""
         self.window.resize(min(self._max_inflight, session.receive_maximum))
         self._max_packet = session.maximum_packet_size
+        last = self.outbox.last_id()
+        if self._live_from is None and last > self._cursor:
+            # What is stored now is the backlog; what is stored from here on goes first.
+            # (Reconnecting during a drain keeps both lanes: the live lane holds what came
+            # meanwhile and still goes first.)
+            self._live_from = self._live_cursor = last
         self.wake()
 
     def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
@@ -109,11 +122,26 @@ class Publisher:
             batch, self._retry = self._retry[:room], self._retry[room:]
             self._send_rows(self.outbox.fetch_ids(batch))
             room = self.window.room
-        if room:
-            rows = self.outbox.fetch(self._cursor, room)
+        if room < max(1, self.window.capacity // 4) and len(self.window):
+            return  # wait for more acknowledgements: refill in batches
+        if self._live_from is not None:
+            rows = self.outbox.fetch(self._live_cursor, room)
             if rows:
-                self._cursor = rows[-1].id
+                self._live_cursor = rows[-1].id
                 self._send_rows(rows)
+                room = self.window.room
+            if room:
+                rows = self.outbox.fetch(self._cursor, room, up_to=self._live_from)
+                if rows:
+                    self._cursor = rows[-1].id
+                    self._send_rows(rows)
+                else:  # the backlog is sent: one lane again
+                    self._cursor, self._live_from = self._live_cursor, None
+            return
+        rows = self.outbox.fetch(self._cursor, room)
+        if rows:
+            self._cursor = rows[-1].id
+            self._send_rows(rows)
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         for row in rows:

@@ -42,8 +42,7 @@ class Gateway:
         self.intake = Intake(config, outbox.epoch, outbox.counters)
         broker = config.broker
         self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
-                             session_expiry=broker.session_expiry, clean_first=True,
-                             max_inflight=broker.max_inflight)
+                             session_expiry=broker.session_expiry, clean_first=True)
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,

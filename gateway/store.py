@@ -40,6 +40,7 @@ from gateway.store_sql import StoreError, get_meta, set_meta, transaction
 
 log = logging.getLogger("gateway.store")
 
+_SELECT_ROWS = "SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox"
 _UPSERT_SEQUENCE = (
     "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
@@ -343,24 +344,26 @@ class Outbox:
             set_meta(self._conn, "runtime", json.dumps(snapshot, separators=(",", ":")))
 
     # -- the read path -----------------------------------------------------
-    def fetch(self, after_id: int, limit: int) -> list[OutboxRow]:
-        """Stored rows in id order (which is seq order per stream)."""
-        cursor = self._conn.execute(
-            "SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox WHERE id > ? "
-            "ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
+    def fetch(self, after_id: int, limit: int, *, up_to: int | None = None) -> list[OutboxRow]:
+        """Stored rows in id order (which is seq order per stream): the next `limit` after
+        `after_id`, and not after `up_to` when given."""
+        if up_to is not None:
+            cursor = self._conn.execute(f"{_SELECT_ROWS} WHERE id > ? AND id <= ? ORDER BY id "
+                                        "LIMIT ?", (after_id, up_to, limit))
+        else:
+            cursor = self._conn.execute(f"{_SELECT_ROWS} WHERE id > ? ORDER BY id LIMIT ?",
+                                        (after_id, limit))
         return [OutboxRow(*row) for row in cursor]
 
     def fetch_ids(self, ids: list[int]) -> list[OutboxRow]:
         """Specific rows (to resend), in id order; rows no longer stored are skipped."""
         marks = ",".join("?" * len(ids))
-        cursor = self._conn.execute(
-            f"SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox "
-            f"WHERE id IN ({marks}) "
-            "ORDER BY id", ids
-        )
+        cursor = self._conn.execute(f"{_SELECT_ROWS} WHERE id IN ({marks}) ORDER BY id", ids)
         return [OutboxRow(*row) for row in cursor]
+
+    def last_id(self) -> int:
+        """The id of the newest stored row (0 when the outbox is empty)."""
+        return int(self._conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0)
 
     def pending_count(self) -> int:
         """Rows waiting for an acknowledgement."""

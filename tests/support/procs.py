@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 class Service:
     """One `python -m gateway <command> --config FILE` process."""
 
-    def __init__(self, command: str, config: Path, workdir: Path, name: str) -> None:
+    def __init__(self, command: str, config: Path, workdir: Path, name: str,
+                 log_level: str = "DEBUG") -> None:
         self.command = command
+        self.log_level = log_level
         self.config = config
         self.workdir = workdir
         self.name = name
@@ -41,7 +43,7 @@ class Service:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", self.command, "--config", str(self.config),
-                 "--log-level", "DEBUG"],
+                 "--log-level", self.log_level],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
             )
 

@@ -95,6 +95,25 @@ def test_ts_is_rfc3339_utc_with_milliseconds_and_z(ts: float, text: str) -> None
     assert RFC3339_MS_Z.fullmatch(text)
 
 
+def _format_ts_by_datetime(ts: float) -> str:
+    moment = datetime.fromtimestamp(ts, UTC)
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") \
+        + f"{moment.microsecond // 1000:03d}Z"
+
+
+@given(st.floats(min_value=-62_135_596_800.0, max_value=253_402_300_798.0))
+def test_ts_text_is_what_datetime_gives_for_any_time(ts: float) -> None:
+    # format_ts formats the date once per second and rounds the microseconds itself.
+    assert format_ts(ts) == _format_ts_by_datetime(ts)
+
+
+@pytest.mark.parametrize("ts", [-0.0005, -0.9999995, 1.9999995, -1e-7, 1_795_726_800.9999996,
+                                1_795_726_800.0000004])
+def test_ts_text_at_rounding_edges_is_what_datetime_gives(ts: float) -> None:
+    assert format_ts(ts) == _format_ts_by_datetime(ts)
+    assert format_ts(ts + 1) == _format_ts_by_datetime(ts + 1)  # and after the cached second moves
+
+
 @given(ms_times)
 def test_ts_round_trips_at_millisecond_precision(ts: float) -> None:
     text = format_ts(ts)
