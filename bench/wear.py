@@ -1,0 +1,99 @@
+"""Figure 3: flash wear, bytes the gateway writes to storage per durable reading.
+
+    python -m bench.wear [--rate 1000] [--seconds 30]
+
+A pty sensor sends one at-least-once stream at RATE readings/s for SECONDS;
+the figure is the gateway process's /proc/<pid>/io write_bytes over the run
+(until every reading is acknowledged and deleted from the store), per
+reading, and that divided by the envelope's size. Run for `durability:
+normal` and `full`. Side by side, at the same time: the smallest possible
+SQLite WAL outbox (`bench/sqlite_outbox.py`) inserting and deleting rows of
+the envelope's size on the same group-commit cadence. Target: 2.5x the
+envelope or less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from bench.harness import (
+    print_header,
+    print_table,
+    ratio,
+    sample,
+    wait_rows,
+    workdir,
+)
+from bench.pipeline import pipeline
+from gateway.envelope import Envelope, encode
+from gateway.identity import new_epoch
+from tests.support.procs import REPO
+from tests.support.waiting import wait_for
+
+COMMIT_INTERVAL = 0.2  # the shipped default
+
+
+def envelope_size(count: int) -> int:
+    """The size of a bench reading's envelope, at a typical seq and value."""
+    return len(encode(Envelope("bench", new_epoch(1.8e9, "0123abcd"), "dev", "s", count // 2,
+                               1.8e9, count // 2, None)))
+
+
+def outbox_rows(store: Path) -> int:
+    """Rows in the gateway's outbox, read as `status` does."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
+        return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print one table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.wear", description=__doc__)
+    parser.add_argument("--rate", type=float, default=1000.0, help="readings per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    if not 1 <= args.rate <= 5000 or not 5 <= args.seconds <= 3600:
+        parser.error("--rate from 1 to 5000; --seconds from 5 to 3600")
+    count = int(args.rate * args.seconds)
+    size = envelope_size(count)
+    print_header("Flash wear: bytes written to storage per durable reading",
+                 {"rate": f"{args.rate:g}/s", "seconds": args.seconds, "readings": count,
+                  "envelope": f"{size} B", "commit_interval": f"{COMMIT_INTERVAL}s (default)"})
+    rows = []
+    for durability in ("normal", "full"):
+        with workdir(args.workdir / durability if args.workdir else None) as where, \
+                pipeline(where, {"s": "at-least-once"},
+                         store=f"  durability: {durability}") as run:
+            per_commit = max(1, round(args.rate * COMMIT_INTERVAL))
+            baseline = subprocess.Popen(
+                [sys.executable, "-m", "bench.sqlite_outbox", str(where / "baseline"),
+                 "--rows", str(per_commit), "--interval", str(COMMIT_INTERVAL),
+                 "--commits", str(max(1, round(count / per_commit))), "--payload-bytes",
+                 str(size), "--synchronous", durability.upper()],
+                cwd=REPO, stdout=subprocess.PIPE, text=True)
+            before = sample(run.gateway_pid).write_bytes
+            feeding = threading.Thread(target=run.feeder.send, args=(count, args.rate))
+            feeding.start()
+            feeding.join()
+            wait_rows(run.db, count, timeout=120)
+            wait_for(lambda: outbox_rows(where / "state" / "outbox.sqlite") == 0,
+                     timeout=30, interval=0.1, what="every reading deleted from the outbox")
+            written = sample(run.gateway_pid).write_bytes - before
+            out, _ = baseline.communicate(timeout=3600)
+            base = json.loads(out)["bytes_per_row"]
+        per_reading = written / count
+        rows.append((durability, count, f"{per_reading:,.0f} B", f"{per_reading / size:.2f}x",
+                     f"{base:,.0f} B", f"{base / size:.2f}x", ratio(per_reading, base)))
+    print_table(("durability", "readings", "gateway per reading", "vs envelope",
+                 "bare SQLite outbox per row", "vs envelope", "gateway vs bare SQLite"), rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
