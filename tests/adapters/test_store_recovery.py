@@ -81,15 +81,17 @@ def leaf_rowids(page: bytes) -> list[int]:
 
 
 def corrupt_middle_leaf(db: Path, outbox_ids: set[int]) -> set[int]:
-    """Overwrite an outbox leaf page near the middle of the file; the rowids it held."""
+    """Overwrite an outbox leaf page near the middle of the table; the rowids it held."""
+    with closing(sqlite3.connect(db)) as conn:
+        leaves = [n for (n,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'outbox' AND pagetype = 'leaf' ORDER BY pageno")]
     data = bytearray(db.read_bytes())
     page_size = int.from_bytes(data[16:18], "big")
-    pages = len(data) // page_size
-    for n in sorted(range(2, pages), key=lambda n: abs(n - pages // 2)):
-        page = bytes(data[n * page_size:(n + 1) * page_size])
-        on_page = set(leaf_rowids(page))
-        if len(on_page) > 3 and on_page <= outbox_ids:
-            data[n * page_size:(n + 1) * page_size] = bytes(range(256)) * (page_size // 256)
+    for n in sorted(leaves, key=lambda n: abs(n - leaves[len(leaves) // 2])):
+        at = (n - 1) * page_size  # SQLite numbers pages from 1
+        on_page = set(leaf_rowids(bytes(data[at:at + page_size])))
+        if len(on_page) >= 2 and on_page <= outbox_ids:
+            data[at:at + page_size] = bytes(range(256)) * (page_size // 256)
             db.write_bytes(bytes(data))
             return on_page
     pytest.fail("no outbox leaf page found to corrupt")
