@@ -1,8 +1,8 @@
 """Figure 3: flash wear, bytes the gateway writes to storage per durable reading.
 
-    python -m bench.wear [--rate 1000] [--seconds 30]
+    python -m bench.wear [--rates 10,100,1000] [--seconds 20]
 
-A pty sensor sends one at-least-once stream at RATE readings/s for SECONDS;
+A pty sensor sends one at-least-once stream at each RATE readings/s for SECONDS;
 the figure is the gateway process's /proc/<pid>/io write_bytes over the run
 (until every reading is acknowledged and deleted from the store), per
 reading, and that divided by the envelope's size. Run for `durability:
@@ -54,23 +54,28 @@ def outbox_rows(store: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print one table."""
     parser = argparse.ArgumentParser(prog="python -m bench.wear", description=__doc__)
-    parser.add_argument("--rate", type=float, default=1000.0, help="readings per second")
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rates", default="10,100,1000", help="readings per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
-    if not 1 <= args.rate <= 5000 or not 5 <= args.seconds <= 3600:
-        parser.error("--rate from 1 to 5000; --seconds from 5 to 3600")
-    count = int(args.rate * args.seconds)
-    size = envelope_size(count)
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or not all(1 <= r <= 5000 for r in rates) or not 5 <= args.seconds <= 3600:
+        parser.error("--rates: numbers from 1 to 5000; --seconds from 5 to 3600")
     print_header("Flash wear: bytes written to storage per durable reading",
-                 {"rate": f"{args.rate:g}/s", "seconds": args.seconds, "readings": count,
-                  "envelope": f"{size} B", "commit_interval": f"{COMMIT_INTERVAL}s (default)"})
+                 {"rates": args.rates, "seconds per run": args.seconds,
+                  "commit_interval": f"{COMMIT_INTERVAL}s (default)"})
     rows = []
-    for durability in ("normal", "full"):
-        with workdir(args.workdir / durability if args.workdir else None) as where, \
+    for durability, rate in ((d, r) for d in ("normal", "full") for r in rates):
+        count = int(rate * args.seconds)
+        size = envelope_size(count)
+        name = f"{durability}-{rate:g}"
+        with workdir(args.workdir / name if args.workdir else None) as where, \
                 pipeline(where, {"s": "at-least-once"},
                          store=f"  durability: {durability}") as run:
-            per_commit = max(1, round(args.rate * COMMIT_INTERVAL))
+            per_commit = max(1, round(rate * COMMIT_INTERVAL))
             baseline = subprocess.Popen(
                 [sys.executable, "-m", "bench.sqlite_outbox", str(where / "baseline"),
                  "--rows", str(per_commit), "--interval", str(COMMIT_INTERVAL),
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                  str(size), "--synchronous", durability.upper()],
                 cwd=REPO, stdout=subprocess.PIPE, text=True)
             before = sample(run.gateway_pid).write_bytes
-            feeding = threading.Thread(target=run.feeder.send, args=(count, args.rate))
+            feeding = threading.Thread(target=run.feeder.send, args=(count, rate))
             feeding.start()
             feeding.join()
             wait_rows(run.db, count, timeout=120)
@@ -88,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             out, _ = baseline.communicate(timeout=3600)
             base = json.loads(out)["bytes_per_row"]
         per_reading = written / count
-        rows.append((durability, count, f"{per_reading:,.0f} B", f"{per_reading / size:.2f}x",
+        rows.append((durability, f"{rate:g}/s", count, f"{size} B", f"{per_reading:,.0f} B",
+                     f"{per_reading / size:.2f}x",
                      f"{base:,.0f} B", f"{base / size:.2f}x", ratio(per_reading, base)))
-    print_table(("durability", "readings", "gateway per reading", "vs envelope",
+    print_table(("durability", "rate", "readings", "envelope", "gateway per reading", "vs envelope",
                  "bare SQLite outbox per row", "vs envelope", "gateway vs bare SQLite"), rows)
     return 0
 
