@@ -26,6 +26,7 @@ class Service:
         self.starts = 0
         self.kills = 0
         self.logs: list[Path] = []
+        self.env: dict[str, str] = {}  # added to the environment of each run
 
     @property
     def log_path(self) -> Path:
@@ -37,7 +38,7 @@ class Service:
         self.starts += 1
         log = self.workdir / f"{self.name}-{self.starts}.log"
         self.logs.append(log)
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.env)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", self.command, "--config", str(self.config),
