@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
 from tests.support.notify_socket import NotifySocket
 from tests.support.ports import free_port
-from tests.support.procs import Service
+from tests.support.procs import REPO, Service
 from tests.support.rig import Rig, run_cli
 from tests.support.waiting import wait_for
 
@@ -256,3 +258,27 @@ def test_metrics_endpoints_count_what_was_sent(rig_factory: type[Rig]) -> None:
     assert one(c, "mqtt_consumer_lag_seconds_count") >= 1
     rows = rig.consumer_query("SELECT count(*) FROM readings")
     assert committed == rows[0][0]
+
+
+# -- MemoryDenyWriteExecute=yes -------------------------------------------------------
+
+MDWE = [sys.executable, str(REPO / "tests/support/mdwe.py")]
+
+
+def test_gateway_and_consumer_run_under_memory_deny_write_execute(
+        rig_factory: type[Rig], tmp_path: Path) -> None:
+    probe = subprocess.run([*MDWE, sys.executable, "-c",
+                            "import mmap; mmap.mmap(-1, 4096, prot=7)"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode == 3:
+        pytest.skip(f"the kernel has no PR_SET_MDWE (Linux 6.3+): {probe.stderr.strip()}")
+    # The rule holds: a writable and executable mapping is refused.
+    assert probe.returncode == 1 and "PermissionError" in probe.stderr, probe.stderr
+    rig = rig_factory(tap=False)
+    rig.consumer.launcher = rig.gateway.launcher = MDWE
+    rig.start_consumer()
+    rig.start_gateway()
+    rig.send(100)
+    rig.wait_delivered()
+    assert rig.gateway.terminate() == 0
+    assert rig.consumer.terminate() == 0

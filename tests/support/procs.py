@@ -27,6 +27,7 @@ class Service:
         self.kills = 0
         self.logs: list[Path] = []
         self.env: dict[str, str] = {}  # added to the environment of each run
+        self.launcher: list[str] = []  # a command that runs the service (e.g. tests/support/mdwe.py)
 
     @property
     def log_path(self) -> Path:
@@ -41,7 +42,7 @@ class Service:
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.env)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", self.command, "--config", str(self.config),
+                [*self.launcher, sys.executable, "-m", "gateway", self.command, "--config", str(self.config),
                  "--log-level", "DEBUG"],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
             )
