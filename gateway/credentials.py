@@ -89,9 +89,10 @@ def read_credentials(reader: MapReader, tls: bool) -> BrokerCredentials:
         reader.problem("password_file", "a password_file together with a username",
                        "no username", "add broker.username")
     if ("cert_file" in keys) != ("key_file" in keys):
-        missing = "key_file" if "cert_file" in keys else "cert_file"
-        reader.problem(missing, "cert_file and key_file together (client certificate)",
-                       "only one of them")
+        given, missing = (("cert_file", "key_file") if "cert_file" in keys
+                          else ("key_file", "cert_file"))
+        reader.problem(given, "cert_file and key_file together (client certificate)",
+                       f"no {missing}")
     return BrokerCredentials(username, tuple(files), reader.file, reader.path)
 
 
