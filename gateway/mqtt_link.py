@@ -42,6 +42,35 @@ CONNECT_TIMEOUT = 10.0
 LATENCY_SAMPLE = 8  # one publish in this many is timed to its acknowledgement (metrics)
 
 
+class _RepeatsWhileDown(logging.Filter):
+    """Lets paho's warnings and errors through once per outage.
+
+    paho logs e.g. `failed to receive on socket: [SSL: ...]` at ERROR on every
+    reconnect attempt; while the broker stays away that is the same line
+    again and again. Repeats are dropped (shown at DEBUG level only) until a
+    connection succeeds; the gateway's summary line says how long it is down.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text not in self.seen:
+            self.seen.add(text)
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_PAHO_LOG = logging.getLogger("paho")
+_PAHO_REPEATS = _RepeatsWhileDown()
+_PAHO_LOG.addFilter(_PAHO_REPEATS)
+
+
 @dataclass(frozen=True)
 class Session:
     """What the broker said in CONNACK."""
@@ -146,7 +175,7 @@ class MqttLink:
         if address.tls:
             tls = secrets.tls if secrets is not None else None
             client.tls_set_context(tls or ssl.create_default_context())
-        client.enable_logger(logging.getLogger("paho"))
+        client.enable_logger(_PAHO_LOG)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -223,6 +252,7 @@ class MqttLink:
             return f"broker {self.address} refused the connection: {rc}"
         self.refused = False
         self.connected = True
+        _PAHO_REPEATS.seen.clear()
         self.connections += 1
         self.on_up(session)
         return None

@@ -7,6 +7,7 @@ beside the config) and never appear in logs, `status` or `check` output.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -207,7 +208,12 @@ def test_tls_with_a_client_certificate_from_the_credentials_directory(tmp_path: 
         _gateway_config(config, "gw-tls", f"mqtts://127.0.0.1:{tls_port}", "  ca_file: ca.crt\n")
         gateway.start()
         gateway.wait_log(r"readings are kept in the store")
+        # Each attempt fails the same way; the log says so once (repeats only at DEBUG).
+        gateway.wait_log(r"failed to receive on socket: .*CERTIFICATE_REQUIRED", count=3)
         assert gateway.terminate() == 0
+        log = gateway.log_path.read_text()
+        assert len(re.findall(r"ERROR paho: failed to receive on socket", log)) == 1
+        assert len(re.findall(r"WARNING gateway: .*readings are kept in the store", log)) == 1
     finally:
         gateway.ensure_stopped()
         broker.stop()
