@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -111,13 +112,22 @@ def test_consumer_ready_watchdog_and_stopping(rig_factory: type[Rig], notify: No
     rig.send(30)
     rig.wait_delivered()
 
-    # A consumer whose event loop is frozen sends nothing (SIGSTOP freezes the whole process).
-    assert rig.consumer.proc is not None
-    os.kill(rig.consumer.proc.pid, signal.SIGSTOP)
-    frozen = time.monotonic()
-    wait_for(lambda: time.monotonic() - frozen > 2.0, timeout=5, interval=0.1, what="2 s frozen")
-    assert pings_after(notify, frozen + 0.1) == 0
-    os.kill(rig.consumer.proc.pid, signal.SIGCONT)
+    # Another writer holds the database: each commit waits in SQLite's busy timeout
+    # (5 s) with the event loop blocked, so no ping goes out while it waits.
+    lock = sqlite3.connect(rig.consumer_db, isolation_level=None, timeout=10)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        locked = time.monotonic()
+        rig.send(10)
+        rig.consumer.wait_log(r"commit failed \(database is locked\)", timeout=20)
+    finally:
+        lock.close()
+    released = time.monotonic()
+    rig.wait_delivered()
+    wait_for(lambda: pings_after(notify, released) >= 4, timeout=15, what="pings after the lock")
+    since = [t for t in notify.times_of("WATCHDOG") if t > locked]
+    gaps = [b - a for a, b in zip([locked, *since], since, strict=False)]
+    assert max(gaps) > 3.0, gaps  # pings every 0.5 s otherwise
 
     assert rig.consumer.terminate() == 0
     assert len(notify.times_of("STOPPING")) == 1
