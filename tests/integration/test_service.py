@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
+from tests.support.broker import Mosquitto
 from tests.support.notify_socket import NotifySocket
 from tests.support.ports import free_port
 from tests.support.procs import REPO, Service
@@ -137,7 +138,8 @@ def test_consumer_ready_watchdog_and_stopping(rig_factory: type[Rig], notify: No
 
 # -- SIGHUP ---------------------------------------------------------------------
 
-def _sim_config(path: Path, state: Path, devices: list[str], port: int) -> None:
+def _sim_config(path: Path, state: Path, devices: list[str], url: str,
+                summary: str = "1s") -> None:
     blocks = "".join(f"""  - id: {name}
     driver: simulator
     interval: 50ms
@@ -148,9 +150,11 @@ def _sim_config(path: Path, state: Path, devices: list[str], port: int) -> None:
 gateway:
   id: hup-gw
   state_dir: {state}
-  summary_interval: 1s
+  summary_interval: {summary}
 broker:
-  url: mqtt://127.0.0.1:{port}
+  url: {url}
+store:
+  commit_interval: 50ms
 devices:
 {blocks}""")
 
@@ -164,27 +168,58 @@ def _last_seq(config: Path, workdir: Path, device: str) -> int:
     return 0
 
 
+def _delivered(database: Path, device: str) -> int:
+    """Readings of a device in the consumer's `readings`."""
+    if not database.exists():
+        return 0
+    conn = sqlite3.connect(database, timeout=5)
+    try:
+        return int(conn.execute("SELECT count(*) FROM readings WHERE device = ?",
+                                (device,)).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
 def test_sighup_applies_a_valid_device_map_and_rejects_a_bad_one(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker", persistent=False)
+    broker.start()
+    database = tmp_path / "consumer.sqlite"
+    consumer_yaml = tmp_path / "consumer.yaml"
+    consumer_yaml.write_text(f"""version: 1
+broker:
+  url: {broker.url}
+  client_id: consumer-hup
+  subscribe: gw/#
+database: {database}
+commit_interval: 50ms
+""")
     config = tmp_path / "gateway.yaml"
-    _sim_config(config, tmp_path / "state", ["first"], free_port())  # no broker: readings stay
+    state = tmp_path / "state"
+    _sim_config(config, state, ["first"], broker.url)
+    consumer = Service("consume", consumer_yaml, tmp_path, "consumer")
     gateway = Service("run", config, tmp_path, "gateway")
     try:
+        consumer.start()
+        consumer.wait_log(r"subscribed to gw/#")
         gateway.start()
-        gateway.wait_log(r"gateway hup-gw starting")
-        wait_for(lambda: _last_seq(config, tmp_path, "first") > 5, timeout=15, interval=0.2,
-                 what="readings of device first")
-
-        # Valid: a second device is added, the first one stays.
-        _sim_config(config, tmp_path / "state", ["first", "second"], free_port())
+        wait_for(lambda: _delivered(database, "first") > 5, timeout=15, interval=0.1,
+                 what="readings of device first at the consumer")
         assert gateway.proc is not None
+
+        # Valid: a second device is added, the first one stays; the gateway section's
+        # change is not applied live, and the log says so.
+        _sim_config(config, state, ["first", "second"], broker.url, summary="2s")
         os.kill(gateway.proc.pid, signal.SIGHUP)
-        gateway.wait_log(r"reload: device map applied .*added second, removed none")
-        gateway.wait_log(r"the broker settings changed .* after a restart")
-        wait_for(lambda: _last_seq(config, tmp_path, "second") > 5, timeout=15, interval=0.2,
-                 what="readings of the added device")
+        gateway.wait_log(r"reload: device map applied .*added second, removed none, changed none")
+        gateway.wait_log(r"reload: the gateway settings changed .* only after a restart")
+        wait_for(lambda: _delivered(database, "second") > 5, timeout=15, interval=0.1,
+                 what="readings of the added device at the consumer")
 
         # Invalid: rejected with the messages of `check`; both devices keep producing.
-        config.write_text(config.read_text().replace("driver: simulator", "driver: simulatorr", 1))
+        good_text = config.read_text()
+        config.write_text(good_text.replace("driver: simulator", "driver: simulatorr", 1))
         check = run_cli("check", "--config", str(config), cwd=tmp_path)
         assert check.returncode == 1
         problems = [line.removeprefix("error: ") for line in check.stderr.splitlines()
@@ -195,14 +230,29 @@ def test_sighup_applies_a_valid_device_map_and_rejects_a_bad_one(tmp_path: Path)
         log = gateway.log_text()
         for problem in problems:
             assert f"reload rejected: {problem}" in log
-        good = tmp_path / "good.yaml"  # the same store, for `status` while the config is bad
-        _sim_config(good, tmp_path / "state", ["first", "second"], free_port())
-        marks = {d: _last_seq(good, tmp_path, d) for d in ("first", "second")}
-        wait_for(lambda: all(_last_seq(good, tmp_path, d) > marks[d] + 5 for d in marks),
-                 timeout=15, interval=0.2, what="both devices still producing")
+        marks = {d: _delivered(database, d) for d in ("first", "second")}
+        wait_for(lambda: all(_delivered(database, d) > marks[d] + 10 for d in marks),
+                 timeout=15, interval=0.1, what="both devices still delivering")
+
+        # Valid again, without the first device: it stops, the second goes on.
+        _sim_config(config, state, ["second"], broker.url, summary="2s")
+        os.kill(gateway.proc.pid, signal.SIGHUP)
+        gateway.wait_log(r"reload: device map applied .*added none, removed first")
+        both = tmp_path / "both.yaml"  # the same store; `status` lists the streams it names
+        _sim_config(both, state, ["first", "second"], broker.url)
+        seqs = []
+        for _ in range(2):  # the first mark after readings read before the reload are committed
+            second = _last_seq(both, tmp_path, "second")
+            wait_for(lambda: _last_seq(both, tmp_path, "second") > second + 20, timeout=15,  # noqa: B023
+                     interval=0.2, what="the second device going on")
+            seqs.append(_last_seq(both, tmp_path, "first"))
+        assert seqs[0] > 0 and seqs[1] == seqs[0], seqs
         assert gateway.terminate() == 0
+        assert consumer.terminate() == 0
     finally:
         gateway.ensure_stopped()
+        consumer.ensure_stopped()
+        broker.stop()
 
 
 # -- metrics ----------------------------------------------------------------------
