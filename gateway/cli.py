@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,19 @@ from gateway.config_check import check_file
 from gateway.config_common import ConfigError
 from gateway.consumer import consume
 from gateway.consumer_config import load_consumer_config
+from gateway.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
+from gateway.install import (
+    DEFAULT_USER,
+    USER_NAME,
+    InstallError,
+    apply,
+    console_script,
+    create_user,
+    install_plan,
+    next_steps,
+    source_dir,
+    uninstall_plan,
+)
 from gateway.logs import setup_logging
 from gateway.service import serve
 from gateway.status import StatusError, read_status, render_status
@@ -48,13 +62,32 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("run", "consume"):
             sub.add_argument("--log-level", default="INFO",
                              choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    for name, text in (
+        ("install-service", "install the systemd units, the service user and example configs"),
+        ("uninstall-service", "remove the systemd units (config, state and user stay)"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                         help="install under this directory instead of / (packaging, tests)")
+        sub.add_argument("--dry-run", action="store_true", help="print what would be done")
+        if name == "install-service":
+            sub.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
+                             help=f"the service user (default {DEFAULT_USER})")
+            sub.add_argument("--source", type=Path, metavar="DIR",
+                             help="the source checkout holding systemd/ and config/")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "install-service" and not USER_NAME.fullmatch(args.user):
+        parser.error(f"argument --user: {args.user!r} is not a user name "
+                     "(lower-case letters, digits, '_' or '-', up to 31)")
     try:
+        if args.command in ("install-service", "uninstall-service"):
+            return _service_files(args)
         if args.command == "check":
             return _check(args.config)
         if args.command == "status":
@@ -94,10 +127,23 @@ def _status(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _secrets(credentials: BrokerCredentials) -> BrokerSecrets | None:
+    """The broker secrets, or None after logging why a file cannot be used."""
+    try:
+        return load_secrets(credentials)
+    except CredentialError as exc:
+        for problem in exc.problems:
+            log.error("cannot start: %s", problem)
+        return None
+
+
 def _run(path: Path, level: str) -> int:
 
     setup_logging(level)
     config = load_gateway_config(path)
+    secrets = _secrets(config.broker.credentials)
+    if secrets is None:
+        return 1
     try:
         outbox = Outbox.open(config.store_path, config.gateway_id,
                              durability=config.store.durability, max_bytes=config.store.max_bytes)
@@ -106,7 +152,7 @@ def _run(path: Path, level: str) -> int:
         return 1
     clean = ok = marked = False
     try:
-        ok = asyncio.run(serve(config, outbox))
+        ok = asyncio.run(serve(config, outbox, secrets))
         clean = True
     finally:
         marked = outbox.close(clean=clean)
@@ -120,7 +166,35 @@ def _consume(path: Path, level: str) -> int:
 
     setup_logging(level)
     config = load_consumer_config(path)
-    return consume(config)
+    secrets = _secrets(config.credentials)
+    if secrets is None:
+        return 1
+    return consume(config, secrets)
+
+
+def _service_files(args: argparse.Namespace) -> int:
+    root: Path = args.root.resolve()
+    if root == Path("/") and not args.dry_run and os.geteuid() != 0:
+        print("error: installing into / needs root (sudo), or use --root DIR", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "uninstall-service":
+            for line in apply(uninstall_plan(root), args.dry_run):
+                print(line)
+            print(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
+                  f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service user; "
+                  "stop the services first (systemctl disable --now mqtt-gateway "
+                  "mqtt-gateway-consumer), then run systemctl daemon-reload")
+            return 0
+        plan = install_plan(root, source_dir(args.source), console_script(), args.user)
+        for line in apply(plan, args.dry_run):
+            print(line)
+        print(create_user(root, args.dry_run))
+    except (InstallError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(next_steps(root, args.user))
+    return 0
 
 
 if __name__ == "__main__":

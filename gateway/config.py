@@ -8,7 +8,7 @@ driver's own entry in `devices.registry.DRIVERS`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,11 +17,14 @@ from gateway.config_common import (
     CLIENT_ID,
     BrokerAddress,
     ConfigError,
+    ListenAddress,
     read_broker_address,
+    read_metrics,
     read_root,
 )
 from gateway.config_reader import MapReader, describe, did_you_mean
 from gateway.confirmation import CONFIRM_LEVEL
+from gateway.credentials import BrokerCredentials, read_credentials
 from gateway.delivery import DELIVERY_NAMES, DeliveryClass
 from gateway.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 from gateway.yaml_source import Located
@@ -60,6 +63,7 @@ class BrokerConfig:
     session_expiry: int
     max_inflight: int
     max_payload_bytes: int
+    credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class GatewayConfig:
     summary_interval: float
     confirmation: str = "broker"  # or "end-to-end": exactly-once rows wait for the consumer
     confirmation_timeout: float = 30.0
+    metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
 
     @property
     def store_path(self) -> Path:
@@ -124,11 +129,12 @@ def _read_gateway(root: MapReader, path: Path) -> GatewayConfig | None:
     devices = _read_devices(root)
     confirmation = root.choice("confirmation", ("broker", "end-to-end"), default="broker")
     timeout = root.duration("confirmation_timeout", default=30.0, minimum=1.0, maximum=86400.0)
+    metrics = read_metrics(root)
     if gateway_id is None or state_dir is None or broker is None or store is None \
             or confirmation is None:
         return None
     return GatewayConfig(path, gateway_id, Path(state_dir), broker, store, devices, summary,
-                         confirmation, timeout)
+                         confirmation, timeout, metrics)
 
 
 def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) -> BrokerConfig | None:
@@ -155,11 +161,12 @@ def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) ->
     inflight = section.integer("max_inflight", default=100, minimum=1, maximum=65535)
     payload = section.size("max_payload_bytes", default=256 * 1024, minimum=256,
                            maximum=256 * 1024 * 1024)
+    credentials = read_credentials(section, address is not None and address.tls)
     section.finish()
     if address is None or topics is None or client_id is None or inflight is None:
         return None
     return BrokerConfig(address, topics, client_id, int(keepalive), int(expiry), inflight,
-                        payload)
+                        payload, credentials)
 
 
 def _read_store(section: MapReader | None) -> StoreConfig | None:

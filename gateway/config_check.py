@@ -8,6 +8,7 @@ from gateway.config import load_gateway_config
 from gateway.config_common import ConfigError
 from gateway.config_reader import Problem
 from gateway.consumer_config import load_consumer_config
+from gateway.credentials import BrokerCredentials, CredentialError, load_secrets
 from gateway.yaml_source import load_located
 
 
@@ -31,12 +32,22 @@ def check_file(path: Path) -> tuple[str, str]:
     """
     if config_kind(path) == "consumer":
         consumer = load_consumer_config(path)
+        _check_secrets(consumer.credentials)
         return "consumer", f"broker {consumer.address}, subscribe {consumer.subscribe}, " \
                            f"database {consumer.database_label}"
     config = load_gateway_config(path)
+    _check_secrets(config.broker.credentials)
     streams = sum(len(d.streams) for d in config.devices)
     return "gateway", (f"gateway {config.gateway_id}, {len(config.devices)} devices, "
                        f"{streams} streams, broker {config.broker.address}")
+
+
+def _check_secrets(credentials: BrokerCredentials) -> None:
+    """The credential files must be readable now (by whoever runs `check`)."""
+    try:
+        load_secrets(credentials)
+    except CredentialError as exc:
+        raise ConfigError(exc.problems) from exc
 
 
 def problems_in(path: Path) -> list[Problem]:

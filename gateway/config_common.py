@@ -105,3 +105,48 @@ def read_broker_address(reader: MapReader) -> BrokerAddress | None:
                        describe(url), parsed)
         return None
     return parsed
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where an HTTP endpoint listens (the metrics endpoint)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+LISTEN_EXPECTED = "a port such as 9108 (on 127.0.0.1) or host:port such as 127.0.0.1:9108"
+
+
+def parse_listen(value: object) -> ListenAddress | None:
+    """`9108` or `"9108"` (localhost) or `"host:port"`; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    host = host.strip("[]")
+    if not port_text.isdigit() or not host or any(ch.isspace() for ch in host):
+        return None
+    port = int(port_text)
+    return ListenAddress(host, port) if 0 < port < 65536 else None
+
+
+def read_metrics(root: MapReader) -> ListenAddress | None:
+    """The optional top-level `metrics: {listen: ...}` section (off when absent)."""
+    section = root.mapping("metrics")
+    if section is None:
+        return None
+    raw = section.raw("listen")
+    section.finish()
+    if raw is None or raw.value is None:
+        section.problem("listen", LISTEN_EXPECTED, "nothing (the key is missing)")
+        return None
+    address = parse_listen(raw.value)
+    if address is None:
+        section.problem("listen", LISTEN_EXPECTED, describe(raw.value))
+    return address

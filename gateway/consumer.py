@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -33,8 +35,12 @@ from gateway.confirmation import (
 )
 from gateway.consumer_config import ConsumerConfig, mask_passwords
 from gateway.consumer_db import ReadingsDB, open_readings_db
+from gateway.credentials import BrokerSecrets
 from gateway.envelope import Envelope, Undecodable, decode
+from gateway.metrics import LAG_BUCKETS, ConsumerCollector, MetricsEndpoint
 from gateway.mqtt_link import MqttLink, Session
+from gateway.supervision import Supervision
+from gateway.watchdog import Progress
 
 log = logging.getLogger("gateway.consumer")
 
@@ -56,13 +62,15 @@ class _Inbound:
 class Consumer:
     """Batches incoming messages, commits them, then acknowledges them."""
 
-    def __init__(self, config: ConsumerConfig, db: ReadingsDB) -> None:
+    def __init__(self, config: ConsumerConfig, db: ReadingsDB,
+                 secrets: BrokerSecrets | None = None) -> None:
         self.config = config
         self.db = db
         self.link = MqttLink(config.address, config.client_id, keepalive=config.keepalive,
                              session_expiry=config.session_expiry, clean_first=False,
                              manual_ack=True,
-                             receive_maximum=min(config.commit_batch, RECEIVE_MAXIMUM))
+                             receive_maximum=min(config.commit_batch, RECEIVE_MAXIMUM),
+                             secrets=secrets)
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.link.on_message = self._on_message
@@ -75,6 +83,9 @@ class Consumer:
         self.fresh = 0
         self.duplicates = 0
         self.rejected = 0
+        self.rejects: Counter[str] = Counter()  # by reason, for the metrics endpoint
+        self.on_committed: Callable[[list[Envelope]], None] | None = None  # metrics: lag
+        self.committer_at = time.monotonic()  # the watchdog's proof of progress
         self._down_logged = False
 
     def _on_up(self, session: Session) -> None:
@@ -149,6 +160,9 @@ class Consumer:
         self.fresh += fresh
         self.duplicates += duplicates
         self.rejected += sum(rejects.values())
+        self.rejects.update(rejects)
+        if self.on_committed is not None and readings:
+            self.on_committed(readings)
         for item in batch:
             # A message of an earlier connection is redelivered by the broker;
             # its packet id now means something else.
@@ -184,6 +198,7 @@ class Consumer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._commit_now.wait(), self.config.commit_interval)
             self._commit_now.clear()
+            self.committer_at = time.monotonic()
             try:
                 self.commit()
                 backoff.reset()
@@ -204,18 +219,26 @@ class Consumer:
                 log.info("summary: stored %d, duplicates dropped %d, payloads rejected %d",
                          *figures)
 
-    async def run(self, stop: asyncio.Event) -> bool:
+    async def run(self, stop: asyncio.Event, supervision: Supervision | None = None) -> bool:
         """Consume until `stop` is set; commit and acknowledge what is held."""
         log.info("consumer %s starting: database %s", self.config.client_id,
                  self.config.database_label)
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
                  asyncio.create_task(self._committer(), name="committer"),
                  asyncio.create_task(self._summaries(), name="summaries")]
+        if supervision is not None:
+            supervision.ready(
+                f"consuming {self.config.subscribe} into {self.config.database_label}",
+                lambda: Progress(time.monotonic(), self.committer_at,
+                                 not any(t.done() for t in tasks)),
+                self.config.commit_interval, self._describe)
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
         for task in failed:
             log.error("task %s failed: %r; stopping", task.get_name(), task.exception())
+        if supervision is not None:
+            supervision.stopping("stopping: committing and acknowledging what is held")
         try:
             self.commit()
         except Exception as exc:  # noqa: BLE001 - unacknowledged messages will be redelivered
@@ -230,23 +253,36 @@ class Consumer:
                  self.fresh, self.duplicates, self.rejected)
         return not failed
 
+    def _describe(self) -> str:
+        state = "connected" if self.link.connected else "broker unreachable"
+        return (f"{state}; stored {self.fresh}, duplicates {self.duplicates}, "
+                f"rejected {self.rejected}")
 
-async def _serve(config: ConsumerConfig) -> bool:
+
+async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     db = open_readings_db(config.database)
+    consumer = Consumer(config, db, secrets)
+    metrics = None
+    if config.metrics is not None:
+        metrics = MetricsEndpoint(config.metrics, ConsumerCollector(consumer),
+                                  "mqtt_consumer_lag_seconds", LAG_BUCKETS)
+        consumer.on_committed = metrics.observe_lag
+    supervision = Supervision(metrics=metrics)
     try:
-        return await Consumer(config, db).run(stop)
+        return await consumer.run(stop, supervision)
     finally:
+        await supervision.close()
         db.close()
 
 
-def consume(config: ConsumerConfig) -> int:
+def consume(config: ConsumerConfig, secrets: BrokerSecrets | None = None) -> int:
     """Run the consumer until SIGTERM/SIGINT; the process exit code."""
     try:
-        ok = asyncio.run(_serve(config))
+        ok = asyncio.run(_serve(config, secrets))
     except Exception as exc:  # noqa: BLE001 - e.g. database unreachable at start
         log.error("consumer cannot run: %s", mask_passwords(str(exc)))
         return 1

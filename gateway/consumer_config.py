@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config_common import CLIENT_ID, BrokerAddress, ConfigError, read_broker_address, read_root
+from gateway.config_common import (
+    CLIENT_ID,
+    BrokerAddress,
+    ConfigError,
+    ListenAddress,
+    read_broker_address,
+    read_metrics,
+    read_root,
+)
 from gateway.config_reader import MapReader, describe
+from gateway.credentials import BrokerCredentials, read_credentials
 
 _FILTER_EXPECTED = "an MQTT topic filter such as gw/# ('+' and '#' only as whole levels, '#' last)"
 
@@ -53,6 +62,8 @@ class ConsumerConfig:
     commit_interval: float
     commit_batch: int
     summary_interval: float
+    credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
+    metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
 
     @property
     def is_postgres(self) -> bool:
@@ -92,6 +103,7 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     broker = root.mapping("broker", required=True)
     address = client_id = subscribe = None
     keepalive, expiry = 30.0, 7 * 24 * 3600.0
+    credentials = BrokerCredentials()
     if broker is not None:
         address = read_broker_address(broker)
         client_id = broker.string("client_id", required=True, pattern=CLIENT_ID,
@@ -103,6 +115,7 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         keepalive = broker.duration("keepalive", default=30.0, minimum=5.0, maximum=3600.0)
         expiry = broker.duration("session_expiry", default=expiry, minimum=60.0,
                                  maximum=4294967295.0)
+        credentials = read_credentials(broker, address is not None and address.tls)
         broker.finish()
     database = root.string("database", default="./consumer.sqlite",
                            expected="a SQLite file path or a postgresql:// URL")
@@ -113,8 +126,9 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     interval = root.duration("commit_interval", default=0.1, minimum=0.001, maximum=60.0)
     batch = root.integer("commit_batch", default=500, minimum=1, maximum=100_000)
     summary = root.duration("summary_interval", default=10.0, minimum=1.0)
+    metrics = read_metrics(root)
     if address is None or client_id is None or subscribe is None or database is None \
             or batch is None:
         return None
     return ConsumerConfig(path, address, client_id, subscribe, int(keepalive), int(expiry),
-                          database, interval, batch, summary)
+                          database, interval, batch, summary, credentials, metrics)

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,41 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
 from gateway.config_common import BrokerAddress
+from gateway.credentials import BrokerSecrets
 
 log = logging.getLogger("gateway.mqtt")
 
 CONNECT_TIMEOUT = 10.0
+LATENCY_SAMPLE = 8  # one publish in this many is timed to its acknowledgement (metrics)
+
+
+class _RepeatsWhileDown(logging.Filter):
+    """Lets paho's warnings and errors through once per outage.
+
+    paho logs e.g. `failed to receive on socket: [SSL: ...]` at ERROR on every
+    reconnect attempt; while the broker stays away that is the same line
+    again and again. Repeats are dropped (shown at DEBUG level only) until a
+    connection succeeds; the gateway's summary line says how long it is down.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text not in self.seen:
+            self.seen.add(text)
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_PAHO_LOG = logging.getLogger("paho")
+_PAHO_REPEATS = _RepeatsWhileDown()
+_PAHO_LOG.addFilter(_PAHO_REPEATS)
 
 
 @dataclass(frozen=True)
@@ -120,6 +152,7 @@ class MqttLink:
         clean_first: bool,
         manual_ack: bool = False,
         receive_maximum: int | None = None,
+        secrets: BrokerSecrets | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -137,6 +170,12 @@ class MqttLink:
         self.on_publish: Callable[[int, ReasonCode], None] = lambda mid, rc: None
         self.on_message: Callable[[mqtt.MQTTMessage], None] = lambda message: None
         self.on_subscribe: Callable[[int, list[ReasonCode]], None] = lambda mid, codes: None
+        # Set by the metrics endpoint: called with the seconds from publish to PUBACK/PUBCOMP
+        # of one sampled message in LATENCY_SAMPLE.
+        self.on_latency: Callable[[float], None] | None = None
+        self._sent_at: dict[int, float] = {}
+        self.connections = 0  # accepted connections since the start
+        self.published = 0  # messages handed to paho
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, Session]] | None = None
         self._dropped: asyncio.Event = asyncio.Event()
@@ -153,9 +192,12 @@ class MqttLink:
         # within the broker's Receive Maximum, and paho's cap rescans its queue on every ack.
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
+        if secrets is not None and secrets.username is not None:
+            client.username_pw_set(secrets.username, secrets.password)
         if address.tls:
-            client.tls_set_context(ssl.create_default_context())
-        client.enable_logger(logging.getLogger("paho"))
+            tls = secrets.tls if secrets is not None else None
+            client.tls_set_context(tls or ssl.create_default_context())
+        client.enable_logger(_PAHO_LOG)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -232,6 +274,8 @@ class MqttLink:
             return f"broker {self.address} refused the connection: {rc}"
         self.refused = False
         self.connected = True
+        _PAHO_REPEATS.seen.clear()
+        self.connections += 1
         self.on_up(session)
         return None
 
@@ -281,6 +325,9 @@ class MqttLink:
         if not self.connected:
             return None
         info = self.client.publish(topic, payload, qos)
+        self.published += 1
+        if self.on_latency is not None and qos and not info.mid % LATENCY_SAMPLE:
+            self._sent_at[info.mid] = time.monotonic()
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             # paho keeps QoS 1/2 messages it could not write yet and sends them
             # after reconnecting: the outcome is unknown, never "not sent".
@@ -309,10 +356,15 @@ class MqttLink:
             self._connack.set_exception(ConnectionError(reason))
         self._drop_reason = reason
         self._dropped.set()
+        self._sent_at.clear()  # a resent message's time would be that of its first send
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
                     props: Properties | None) -> None:
         pubrec = self.client.pubrec_codes.pop(mid, None)
+        if self._sent_at:
+            sent = self._sent_at.pop(mid, None)
+            if sent is not None and self.on_latency is not None:
+                self.on_latency(time.monotonic() - sent)
         self.on_publish(mid, pubrec if pubrec is not None and not rc.is_failure else rc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

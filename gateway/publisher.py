@@ -62,6 +62,7 @@ class Publisher:
         self.quarantined: list[tuple[int, str]] = []
         self.sent_volatile = 0
         self.acknowledged = 0
+        self.settled = 0  # stored rows' acks of any outcome (the watchdog's proof of progress)
         self.first_ack_logged = False
         self.feeding = True
         self._wake = asyncio.Event()
@@ -163,6 +164,7 @@ class Publisher:
         row_id = self.window.settle(mid)
         if row_id is None:
             return  # an at-most-once message written to the socket
+        self.settled += 1
         row = self._in_flight_rows.pop(row_id, None)
         if row is None:
             return

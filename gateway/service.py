@@ -3,6 +3,9 @@
 Everything runs on one asyncio event loop. SIGTERM/SIGINT stop the devices,
 commit what was read, wait a bounded time for in-flight acknowledgements,
 mark the store's stop as clean (so the epoch continues) and return 0.
+SIGHUP reloads the device map (gateway/reload.py). Under systemd the
+gateway sends READY=1, STATUS=, STOPPING=1 and watchdog pings
+(gateway/supervision.py).
 """
 
 from __future__ import annotations
@@ -17,14 +20,20 @@ import time
 from typing import Any
 
 from devices.registry import DRIVERS
-from gateway.config import GatewayConfig
+from gateway.config import DeviceConfig, GatewayConfig, load_gateway_config
+from gateway.config_common import ConfigError
 from gateway.confirm_tracker import ConfirmationTracker
+from gateway.credentials import BrokerSecrets
 from gateway.delivery import DeliveryClass
 from gateway.ingest import DeviceSink, Intake
+from gateway.metrics import LATENCY_BUCKETS, GatewayCollector, MetricsEndpoint
 from gateway.mqtt_link import MqttLink, Session
 from gateway.publisher import Publisher
+from gateway.reload import plan_reload
 from gateway.store import Confirmations, Outbox
 from gateway.store_space import DiskFullError
+from gateway.supervision import Supervision
+from gateway.watchdog import Progress
 
 log = logging.getLogger("gateway")
 
@@ -36,13 +45,17 @@ RUNTIME_EVERY = 5.0
 class Gateway:
     """The running gateway: one store, one link, one task per device."""
 
-    def __init__(self, config: GatewayConfig, outbox: Outbox) -> None:
+    def __init__(self, config: GatewayConfig, outbox: Outbox,
+                 secrets: BrokerSecrets | None = None,
+                 supervision: Supervision | None = None) -> None:
         self.config = config
+        self.supervision = supervision
         self.outbox = outbox
         self.intake = Intake(config, outbox.epoch, outbox.counters)
         broker = config.broker
         self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
-                             session_expiry=broker.session_expiry, clean_first=True)
+                             session_expiry=broker.session_expiry, clean_first=True,
+                             secrets=secrets)
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
@@ -63,13 +76,24 @@ class Gateway:
         self.tracker = (ConfirmationTracker(self.link, outbox, broker.topics.prefix,
                                             config.confirmation_timeout)
                         if end_to_end else None)
-        self.sinks = {
-            d.id: DeviceSink(d, self.intake,
-                             {s.name: broker.topics.topic(d.id, s.name) for s in d.streams},
-                             frozenset(s.name for s in d.streams
-                                       if end_to_end and s.delivery is not DeliveryClass.AT_MOST_ONCE))
-            for d in config.devices
-        }
+        self.sinks = {d.id: self._sink(d) for d in config.devices}
+        self.devices: dict[str, asyncio.Task[None]] = {}
+        self._devices_changed = asyncio.Event()
+        self._reloading = False
+        self.committer_at = time.monotonic()
+
+    def _sink(self, d: DeviceConfig) -> DeviceSink:
+        end_to_end = self.config.confirmation == "end-to-end"
+        return DeviceSink(d, self.intake,
+                          {s.name: self.config.broker.topics.topic(d.id, s.name) for s in d.streams},
+                          frozenset(s.name for s in d.streams
+                                    if end_to_end and s.delivery is not DeliveryClass.AT_MOST_ONCE))
+
+    def _start_device(self, d: DeviceConfig) -> asyncio.Task[None]:
+        task = asyncio.create_task(DRIVERS[d.driver].start(d.id, d.options)(self.sinks[d.id]),
+                                   name=f"device:{d.id}")
+        self.devices[d.id] = task
+        return task
 
     # -- link events -------------------------------------------------------
     def _on_up(self, session: Session) -> None:
@@ -156,6 +180,7 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._commit_now.wait(), interval)
             self._commit_now.clear()
+            self.committer_at = time.monotonic()
             self.commit()
             now = time.monotonic()
             if now - self._runtime_at >= RUNTIME_EVERY:
@@ -222,21 +247,88 @@ class Gateway:
             asyncio.create_task(self._committer(), name="committer"),
             asyncio.create_task(self._summaries(), name="summaries"),
         ]
-        devices = [
-            asyncio.create_task(DRIVERS[d.driver].start(d.id, d.options)(self.sinks[d.id]),
-                                name=f"device:{d.id}")
-            for d in self.config.devices
-        ]
+        for d in self.config.devices:
+            self._start_device(d)
         self.publisher.wake()
+        if self.supervision is not None:
+            core = [t for t in background if t.get_name() != "summaries"]
+            self.supervision.ready(
+                f"running: {len(self.config.devices)} devices, store {self.outbox.path}",
+                lambda: Progress(time.monotonic(), self.committer_at,
+                                 not any(t.done() for t in core), self.broker_up,
+                                 self.publisher.in_flight, self.publisher.settled),
+                self.config.store.commit_interval, self._describe)
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait([stopper, *background, *devices], return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            changed = asyncio.create_task(self._devices_changed.wait())
+            await asyncio.wait([stopper, changed, *background, *self.devices.values()],
+                               return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if stop.is_set() or any(t.done() for t in (*background, *self.devices.values())):
+                break
+            self._devices_changed.clear()  # a reload swapped device tasks: wait on the new set
+        devices = list(self.devices.values())
         failed = [t for t in (*background, *devices)
                   if t.done() and not t.cancelled() and t.exception() is not None]
         for task in failed:
             log.error("task %s failed: %r; stopping so the service manager restarts us",
                       task.get_name(), task.exception())
+        if self.supervision is not None:
+            self.supervision.stopping("stopping: committing and waiting for in-flight acks")
         await self._shutdown(devices, background)
         return not failed
+
+    def _describe(self) -> str:
+        state = "connected" if self.broker_up else "broker unreachable"
+        return (f"{state}; read {self.intake.read}, stored {self.stored}, acknowledged "
+                f"{self.publisher.acknowledged}, in flight {self.publisher.in_flight}")
+
+    # -- SIGHUP --------------------------------------------------------------
+    async def reload(self) -> None:
+        """Read the config file again and apply its device map; keep the old one if it is bad."""
+        if self._reloading:
+            log.warning("reload: one is already running; this SIGHUP is ignored")
+            return
+        self._reloading = True
+        try:
+            await self._reload()
+        finally:
+            self._reloading = False
+
+    async def _reload(self) -> None:
+        path = self.config.path
+        log.info("reload: reading %s (SIGHUP)", path)
+        try:
+            new = load_gateway_config(path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload rejected: %s", problem)
+            log.error("reload rejected: %d problem%s in %s; still running the previous config",
+                      len(exc.problems), "s" if len(exc.problems) != 1 else "", path)
+            return
+        plan = plan_reload(self.config, new)
+        for section in plan.needs_restart:
+            log.warning("reload: the %s settings changed in %s; they take effect only after a "
+                        "restart (the running values are kept)", section, path)
+        if plan.empty:
+            log.info("reload: the device map is unchanged")
+            return
+        stopping = [*plan.removed, *plan.changed]
+        tasks = [self.devices.pop(d) for d in stopping if d in self.devices]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for d in stopping:
+            self.sinks.pop(d, None)
+        self.config = plan.config
+        for device in self.config.devices:
+            if device.id in plan.added or device.id in plan.changed:
+                self.sinks[device.id] = self._sink(device)
+                self._start_device(device)
+        self._devices_changed.set()
+        log.info("reload: device map applied from %s: added %s, removed %s, changed %s", path,
+                 ",".join(plan.added) or "none", ",".join(plan.removed) or "none",
+                 ",".join(plan.changed) or "none")
 
     async def _shutdown(self, devices: list[asyncio.Task[None]],
                         background: list[asyncio.Task[None]]) -> None:
@@ -261,10 +353,31 @@ class Gateway:
                  "unacknowledged", self.outbox.pending_count(), self.publisher.in_flight)
 
 
-async def serve(config: GatewayConfig, outbox: Outbox) -> bool:
-    """Run a gateway until SIGTERM or SIGINT; False when it stopped on a failure."""
+async def serve(config: GatewayConfig, outbox: Outbox, secrets: BrokerSecrets | None = None) -> bool:
+    """Run a gateway until SIGTERM or SIGINT (SIGHUP reloads); False when it stopped on a failure."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    return await Gateway(config, outbox).run(stop)
+    supervision = Supervision()
+    gateway = Gateway(config, outbox, secrets, supervision)
+    if config.metrics is not None:
+        supervision.metrics = MetricsEndpoint(config.metrics, GatewayCollector(gateway),
+                                              "mqtt_gateway_publish_latency_seconds",
+                                              LATENCY_BUCKETS)
+        gateway.link.on_latency = supervision.metrics.observe
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(gateway.reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        return await gateway.run(stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in reloads:
+            task.cancel()
+        await supervision.close()

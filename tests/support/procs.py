@@ -28,6 +28,8 @@ class Service:
         self.starts = 0
         self.kills = 0
         self.logs: list[Path] = []
+        self.env: dict[str, str] = {}  # added to the environment of each run
+        self.launcher: list[str] = []  # a command that runs the service (e.g. tests/support/mdwe.py)
 
     @property
     def log_path(self) -> Path:
@@ -39,11 +41,11 @@ class Service:
         self.starts += 1
         log = self.workdir / f"{self.name}-{self.starts}.log"
         self.logs.append(log)
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.env)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", self.command, "--config", str(self.config),
-                 "--log-level", self.log_level],
+                [*self.launcher, sys.executable, "-m", "gateway", self.command, "--config",
+                 str(self.config), "--log-level", self.log_level],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
             )
 

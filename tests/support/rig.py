@@ -74,15 +74,17 @@ class Rig:
                  broker_persistent: bool = True, broker_extra: str = "",
                  streams: dict[str, str] | None = None, topic_prefix: str | None = None,
                  device_extra: str = "", amo_buffer: int = 100000, tap: bool = True,
-                 gateway_extra: str = "") -> None:
+                 gateway_extra: str = "", consumer_extra: str = "") -> None:
         """`broker_extra` is appended to mosquitto.conf; `streams` (name -> delivery,
         all on the field `n`) replaces the default amo/alo/eo set and must keep
         `alo` and `eo`; `topic_prefix` sets broker.topic_prefix; `device_extra`
         is YAML added to the serial device's mapping (e.g. "max_line_bytes: 1KiB");
         `amo_buffer` is store.at_most_once_buffer; `tap=False` runs without the
         wire tap (so the consumer is the only subscriber); `gateway_extra` is YAML
-        added at the top level of the gateway config (e.g. "confirmation: end-to-end").
+        added at the top level of the gateway config (e.g. "confirmation: end-to-end"),
+        `consumer_extra` at the top level of the consumer config.
         """
+        self.consumer_extra = consumer_extra
         self.gateway_extra = gateway_extra
         self.amo_buffer = amo_buffer
         self.workdir = workdir
@@ -146,7 +148,7 @@ broker:
 database: {self.consumer_db}
 commit_interval: 50ms
 summary_interval: 1s
-""")
+{self.consumer_extra}""")
         return path
 
     # -- starting the parts ----------------------------------------------------
