@@ -37,7 +37,6 @@ from gateway.consumer_config import ConsumerConfig, mask_passwords
 from gateway.consumer_db import ReadingsDB, open_readings_db
 from gateway.credentials import BrokerSecrets
 from gateway.envelope import Envelope, Undecodable, decode
-from gateway.metrics import LAG_BUCKETS, ConsumerCollector, MetricsEndpoint
 from gateway.mqtt_link import MqttLink, Session
 from gateway.supervision import Supervision
 from gateway.watchdog import Progress
@@ -266,8 +265,10 @@ async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
         loop.add_signal_handler(sig, stop.set)
     db = open_readings_db(config.database)
     consumer = Consumer(config, db, secrets)
-    metrics = None
+    metrics: MetricsEndpoint | None = None
     if config.metrics is not None:
+        from gateway.metrics import LAG_BUCKETS, ConsumerCollector, MetricsEndpoint  # noqa: PLC0415
+
         metrics = MetricsEndpoint(config.metrics, ConsumerCollector(consumer),
                                   "mqtt_consumer_lag_seconds", LAG_BUCKETS)
         consumer.on_committed = metrics.observe_lag

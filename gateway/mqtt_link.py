@@ -176,6 +176,7 @@ class MqttLink:
         self._sent_at: dict[int, float] = {}
         self.connections = 0  # accepted connections since the start
         self.published = 0  # messages handed to paho
+        self._durable_published = 0  # of them QoS 1/2, while latency is observed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, Session]] | None = None
         self._dropped: asyncio.Event = asyncio.Event()
@@ -326,8 +327,12 @@ class MqttLink:
             return None
         info = self.client.publish(topic, payload, qos)
         self.published += 1
-        if self.on_latency is not None and qos and not info.mid % LATENCY_SAMPLE:
-            self._sent_at[info.mid] = time.monotonic()
+        if qos and self.on_latency is not None:
+            # One QoS 1/2 publish in LATENCY_SAMPLE, counted apart from QoS 0 (paho's
+            # packet ids are shared by both, so `mid % n` would sample unevenly).
+            self._durable_published += 1
+            if not self._durable_published % LATENCY_SAMPLE:
+                self._sent_at[info.mid] = time.monotonic()
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             # paho keeps QoS 1/2 messages it could not write yet and sends them
             # after reconnecting: the outcome is unknown, never "not sent".

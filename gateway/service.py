@@ -26,7 +26,6 @@ from gateway.confirm_tracker import ConfirmationTracker
 from gateway.credentials import BrokerSecrets
 from gateway.delivery import DeliveryClass
 from gateway.ingest import DeviceSink, Intake
-from gateway.metrics import LATENCY_BUCKETS, GatewayCollector, MetricsEndpoint
 from gateway.mqtt_link import MqttLink, Session
 from gateway.publisher import Publisher
 from gateway.reload import plan_reload
@@ -362,6 +361,9 @@ async def serve(config: GatewayConfig, outbox: Outbox, secrets: BrokerSecrets | 
     supervision = Supervision()
     gateway = Gateway(config, outbox, secrets, supervision)
     if config.metrics is not None:
+        # Loaded only when asked for: prometheus-client costs ~2 MB of RSS.
+        from gateway.metrics import LATENCY_BUCKETS, GatewayCollector, MetricsEndpoint  # noqa: PLC0415
+
         supervision.metrics = MetricsEndpoint(config.metrics, GatewayCollector(gateway),
                                               "mqtt_gateway_publish_latency_seconds",
                                               LATENCY_BUCKETS)

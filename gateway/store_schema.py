@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import sqlite_utils
-
 SCHEMA_VERSION = 2
 
 DropKey = tuple[str, str, str]  # a row of `drops`: (reason, device, stream)
@@ -33,8 +31,19 @@ _V2_COLUMNS = (
 )
 
 
+_TABLES = ("meta", "sequences", "outbox", "quarantine", "drops")
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables that do not exist yet."""
+    present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if present.issuperset(_TABLES):
+        migrate(conn)
+        _create_indexes(conn)
+        return
+    # Loaded only to create a store: sqlite-utils costs the running gateway ~4 MB of RSS.
+    import sqlite_utils  # noqa: PLC0415
+
     db = sqlite_utils.Database(conn)
     db.create_table("meta", {"key": str, "value": str}, pk="key", if_not_exists=True)
     db.create_table(
@@ -83,6 +92,10 @@ def create_schema(conn: sqlite3.Connection) -> None:
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
     migrate(conn)
+    _create_indexes(conn)
+
+
+def _create_indexes(conn: sqlite3.Connection) -> None:
     # The resend scan of end-to-end confirmation looks only at held rows.
     conn.execute("CREATE INDEX IF NOT EXISTS outbox_held ON outbox(acked_at) "
                  "WHERE acked_at IS NOT NULL")

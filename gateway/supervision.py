@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from gateway.metrics import MetricsEndpoint
 from gateway.notify import Notifier, watchdog_interval
 from gateway.watchdog import Progress, StallDetector, keep_alive
+
+if TYPE_CHECKING:
+    from gateway.metrics import MetricsEndpoint
 
 log = logging.getLogger("gateway.supervision")
 
