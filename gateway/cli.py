@@ -17,7 +17,6 @@ from gateway import __version__
 from gateway.config import load_gateway_config
 from gateway.config_check import check_file
 from gateway.config_common import ConfigError
-from gateway.consumer import consume
 from gateway.consumer_config import load_consumer_config
 from gateway.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
 from gateway.install import (
@@ -33,7 +32,6 @@ from gateway.install import (
     uninstall_plan,
 )
 from gateway.logs import setup_logging
-from gateway.service import serve
 from gateway.status import StatusError, read_status, render_status
 from gateway.store import Outbox
 from gateway.store_sql import StoreError
@@ -152,6 +150,8 @@ def _run(path: Path, level: str) -> int:
         return 1
     clean = ok = marked = False
     try:
+        from gateway.service import serve  # noqa: PLC0415 - see _consume
+
         ok = asyncio.run(serve(config, outbox, secrets))
         clean = True
     finally:
@@ -163,12 +163,15 @@ def _run(path: Path, level: str) -> int:
 
 
 def _consume(path: Path, level: str) -> int:
-
     setup_logging(level)
     config = load_consumer_config(path)
     secrets = _secrets(config.credentials)
     if secrets is None:
         return 1
+    # Each command loads only its own modules: the gateway does not carry the consumer's
+    # database code, nor the consumer the store's (RSS on a small device).
+    from gateway.consumer import consume  # noqa: PLC0415
+
     return consume(config, secrets)
 
 

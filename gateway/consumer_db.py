@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
+import sqlite_utils
+
 from gateway.dedup import StreamId, fold
 from gateway.envelope import Envelope, format_ts
 
@@ -85,22 +87,26 @@ class SqliteReadings:
         self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS readings (
+        # `readings` is keyed by identity alone (WITHOUT ROWID, which sqlite-utils cannot
+        # declare); the counter tables are plain keyed tables.
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS readings (
                 gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                 stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL,
                 value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL,
-                PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS stream_counters (
-                gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
-                stream TEXT NOT NULL, max_seq INTEGER NOT NULL, received INTEGER NOT NULL,
-                duplicates INTEGER NOT NULL, gaps INTEGER NOT NULL,
-                PRIMARY KEY (gateway, epoch, device, stream)) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS consumer_rejects (
-                reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
-            """
+                PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID""")
+        db = sqlite_utils.Database(self._conn)
+        db.create_table(
+            "stream_counters",
+            {"gateway": str, "epoch": str, "device": str, "stream": str, "max_seq": int,
+             "received": int, "duplicates": int, "gaps": int},
+            pk=("gateway", "epoch", "device", "stream"),
+            not_null=("gateway", "epoch", "device", "stream", "max_seq", "received",
+                      "duplicates", "gaps"),
+            if_not_exists=True,
         )
+        db.create_table("consumer_rejects", {"reason": str, "count": int}, pk="reason",
+                        not_null=("count",), if_not_exists=True)
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""

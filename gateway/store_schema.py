@@ -1,4 +1,4 @@
-"""The outbox's SQLite schema, created with sqlite-utils.
+"""The outbox's SQLite schema.
 
 Tables:
 - `meta`: key/value facts about the store (schema version, gateway id,
@@ -31,71 +31,40 @@ _V2_COLUMNS = (
 )
 
 
-_TABLES = ("meta", "sequences", "outbox", "quarantine", "drops")
+# The same tables sqlite-utils created for stores made before 0.3.0; plain SQL keeps
+# sqlite-utils (~4 MB of RSS) out of the running gateway.
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sequences (
+    epoch TEXT, device TEXT, stream TEXT, last_seq INTEGER NOT NULL,
+    PRIMARY KEY (epoch, device, stream));
+-- AUTOINCREMENT: ids only grow, even after the table empties, so the
+-- publisher's "rows after id N" cursor never skips a new row.
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    epoch TEXT NOT NULL, device TEXT NOT NULL, stream TEXT NOT NULL,
+    seq INTEGER NOT NULL, qos INTEGER NOT NULL, ts REAL NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL,
+    confirm INTEGER NOT NULL DEFAULT 0, acked_at REAL,
+    resends INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, epoch TEXT, device TEXT, stream TEXT, seq INTEGER, qos INTEGER,
+    topic TEXT, payload BLOB, reason TEXT, quarantined_at REAL);
+CREATE TABLE IF NOT EXISTS drops (
+    reason TEXT, device TEXT, stream TEXT, count INTEGER NOT NULL,
+    PRIMARY KEY (reason, device, stream));
+"""
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables that do not exist yet."""
-    present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if present.issuperset(_TABLES):
-        migrate(conn)
-        _create_indexes(conn)
-        return
-    # Loaded only to create a store: sqlite-utils costs the running gateway ~4 MB of RSS.
-    import sqlite_utils  # noqa: PLC0415
-
-    db = sqlite_utils.Database(conn)
-    db.create_table("meta", {"key": str, "value": str}, pk="key", if_not_exists=True)
-    db.create_table(
-        "sequences",
-        {"epoch": str, "device": str, "stream": str, "last_seq": int},
-        pk=("epoch", "device", "stream"),
-        not_null=("last_seq",),
-        if_not_exists=True,
-    )
-    # AUTOINCREMENT: ids only grow, even after the table empties, so the
-    # publisher's "rows after id N" cursor never skips a new row.
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS outbox (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            epoch TEXT NOT NULL, device TEXT NOT NULL, stream TEXT NOT NULL,
-            seq INTEGER NOT NULL, qos INTEGER NOT NULL, ts REAL NOT NULL,
-            topic TEXT NOT NULL, payload BLOB NOT NULL,
-            confirm INTEGER NOT NULL DEFAULT 0, acked_at REAL,
-            resends INTEGER NOT NULL DEFAULT 0)"""
-    )
-    db.create_table(
-        "quarantine",
-        {
-            "id": int,
-            "epoch": str,
-            "device": str,
-            "stream": str,
-            "seq": int,
-            "qos": int,
-            "topic": str,
-            "payload": bytes,
-            "reason": str,
-            "quarantined_at": float,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    db.create_table(
-        "drops",
-        {"reason": str, "device": str, "stream": str, "count": int},
-        pk=("reason", "device", "stream"),
-        not_null=("count",),
-        if_not_exists=True,
-    )
+    for statement in _TABLES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
     conn.execute(
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )
     migrate(conn)
-    _create_indexes(conn)
-
-
-def _create_indexes(conn: sqlite3.Connection) -> None:
     # The resend scan of end-to-end confirmation looks only at held rows.
     conn.execute("CREATE INDEX IF NOT EXISTS outbox_held ON outbox(acked_at) "
                  "WHERE acked_at IS NOT NULL")
