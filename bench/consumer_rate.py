@@ -1,0 +1,231 @@
+"""Figure 6: the consumer's sustained dedup + commit rate, 1,000 streams, 10% duplicates.
+
+    python -m bench.consumer_rate [--messages 100000] [--streams 1000] [--duplicates 0.1]
+
+The consumer (a real `python -m gateway consume` process, shipped defaults,
+SQLite) subscribes once and stops; its persistent session keeps messages
+queued at the broker. A paho publisher then sends N valid envelopes at QoS 1
+(waiting for every PUBACK) on `gw/bench/dev<k>/s<j>`: 1,000 (device, stream)
+pairs in turn, seqs increasing per stream, and a share of the messages
+(10% by default, chosen by a seeded random) re-sends of an earlier message of
+the same stream. The consumer starts again; the time is from its start until
+`readings` holds every distinct reading and `stream_counters` counts every
+re-send as a duplicate (polled every 0.1 s, read-only). Reported: messages/s
+and rows/s, the consumer's CPU seconds per 1,000 messages, and correctness
+(rows == distinct readings, duplicates counted == sent, gaps 0).
+
+Side by side, in the same run on the same broker: the same drain into a raw
+paho subscriber with a persistent session (`bench/raw_paho.py sub
+--persistent`: subscribed once, stopped, N envelope-sized messages published
+on as many topics, started again and timed to its last arrival); the ratio
+is the consumer's rate over that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.harness import (
+    GATEWAY_ID,
+    broker,
+    consumer_config,
+    count_rows,
+    print_header,
+    print_table,
+    ratio,
+    sample,
+    service,
+    start,
+    stop,
+    workdir,
+)
+from bench.raw_paho import payload
+from gateway.envelope import Envelope, encode
+from gateway.identity import new_epoch
+from tests.support.procs import REPO
+from tests.support.waiting import wait_for
+
+WINDOW = 20  # raw paho's best in-flight window on this broker (bench/raw_paho.py)
+RAW_CLIENT_ID = "bench-raw-drain"
+# Messages handed to paho and not yet acknowledged: paho keys them by packet id, which
+# wraps at 65535, so more than that queued at once overwrite each other and never settle.
+QUEUED = 10_000
+
+
+def messages(count: int, streams: int, share: float, seed: int) -> tuple[list[tuple[str, bytes]], int]:
+    """`count` (topic, payload) envelopes over `streams` streams in turn; the duplicates among them.
+
+    A duplicate is an earlier message of the same stream sent again, byte for byte.
+    """
+    rng = random.Random(seed)
+    epoch = new_epoch(1.8e9, "0b5e55ed")
+    sent: list[list[bytes]] = [[] for _ in range(streams)]
+    out: list[tuple[str, bytes]] = []
+    # Past the first round every stream has an earlier message to send again.
+    resends = set(rng.sample(range(streams, count), min(count - streams, round(count * share))))
+    base_ts = time.time() - 3600
+    for i in range(count):
+        k = i % streams
+        device, stream = f"dev{k // 4}", f"s{k % 4}"
+        topic = f"gw/{GATEWAY_ID}/{device}/{stream}"
+        earlier = sent[k]
+        if i in resends:
+            out.append((topic, earlier[rng.randrange(len(earlier))]))
+            continue
+        seq = len(earlier) + 1
+        body = encode(Envelope(GATEWAY_ID, epoch, device, stream, seq, base_ts + i / 1000,
+                               round(20 + rng.random() * 5, 2), "°C"))
+        earlier.append(body)
+        out.append((topic, body))
+    return out, len(resends)
+
+
+def publish(port: int, batch: list[tuple[str, bytes]], qos: int = 1) -> float:
+    """Publish every message with paho (window `WINDOW`, at most `QUEUED` unacknowledged);
+    seconds until the last is acked."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(WINDOW)
+    client.max_queued_messages_set(0)
+    acked = threading.Event()
+    room = threading.Semaphore(QUEUED)
+    settled = 0
+
+    def on_publish(_c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+        nonlocal settled
+        settled += 1
+        room.release()
+        if settled >= len(batch):
+            acked.set()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    began = time.monotonic()
+    try:
+        for topic, body in batch:
+            if not room.acquire(timeout=60):
+                raise RuntimeError(f"no PUBACK for 60 s ({settled} of {len(batch)} acknowledged)")
+            client.publish(topic, body, qos=qos)
+        if not acked.wait(600):
+            raise RuntimeError(f"only {settled} of {len(batch)} publishes acknowledged in 600 s")
+        return time.monotonic() - began
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def counters(db: Path) -> tuple[int, int]:
+    """Sum of duplicates and of gaps over `stream_counters` (0, 0 before the table exists)."""
+    if not db.exists():
+        return 0, 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            dups, gaps = conn.execute(
+                "SELECT coalesce(sum(duplicates), 0), coalesce(sum(gaps), 0) FROM stream_counters"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0, 0
+    return int(dups), int(gaps)
+
+
+def raw_sub(port: int, count: int) -> subprocess.Popen[str]:
+    """A raw paho subscriber to `base/#` with a persistent session, once it has subscribed."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.raw_paho", "sub", str(port), "base/#",
+                             "1", str(count), "--persistent", RAW_CLIENT_ID], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "subscribed":
+        proc.kill()
+        proc.wait(10)
+        raise RuntimeError("raw paho subscriber did not subscribe")
+    return proc
+
+
+def raw_drain(port: int, topics: list[str]) -> tuple[float, int]:
+    """Queue one raw payload per topic for a stopped persistent subscriber, then time its
+    drain from its start to its last arrival; (seconds, messages received)."""
+    first = raw_sub(port, len(topics))
+    first.terminate()  # the session (expiry 1 h) outlives the connection
+    first.wait(10)
+    publish(port, [(topic.replace("gw/", "base/", 1), payload(n)) for n, topic in enumerate(topics)])
+    began = time.time()
+    again = raw_sub(port, len(topics))
+    out, _ = again.communicate(timeout=900)
+    got = json.loads(out)
+    return got["last"] - began, int(got["count"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print one table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.consumer_rate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=100_000, help="messages queued")
+    parser.add_argument("--streams", type=int, default=1000, help="distinct (device, stream) pairs")
+    parser.add_argument("--duplicates", type=float, default=0.1, help="share of re-sends")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    if not 1000 <= args.messages <= 2_000_000:
+        parser.error("--messages from 1000 to 2000000")
+    if not 1 <= args.streams <= args.messages // 2:
+        parser.error("--streams from 1 to half of --messages")
+    if not 0 <= args.duplicates <= 0.5:
+        parser.error("--duplicates from 0 to 0.5")
+    batch, dups = messages(args.messages, args.streams, args.duplicates, args.seed)
+    distinct = args.messages - dups
+    size = sum(len(body) for _, body in batch) // len(batch)
+    print_header("Consumer: sustained dedup + commit rate of a queued backlog",
+                 {"messages": args.messages, "streams": args.streams,
+                  "duplicates": f"{dups} ({dups / args.messages:.1%})", "distinct": distinct,
+                  "envelope": f"~{size} B (raw paho payload ~{len(payload(0))} B)", "QoS": 1,
+                  "seed": args.seed, "consumer config": "shipped defaults (SQLite)"})
+    with workdir(args.workdir) as where, broker(where / "broker") as b:
+        db = where / "consumer.sqlite"
+        consumer = service("consume", consumer_config(where, b.port, db), where, "consumer")
+        try:
+            start(consumer, r"subscribed to")
+            stop(consumer)
+            publish(b.port, batch)
+            began = time.time()
+            consumer.start()
+
+            def complete() -> bool:
+                if consumer.proc is not None and consumer.proc.poll() is not None:
+                    raise RuntimeError(f"the consumer exited with {consumer.proc.returncode}; "
+                                       f"see {consumer.log_path}")
+                return count_rows(db) >= distinct and counters(db)[0] >= dups
+
+            wait_for(complete, timeout=900, interval=0.1, what="the backlog stored")
+            took = time.time() - began
+            assert consumer.proc is not None
+            cpu = sample(consumer.proc.pid).cpu_s
+        finally:
+            stop(consumer)
+        rows = count_rows(db)
+        counted, gaps = counters(db)
+        raw_took, raw_got = raw_drain(b.port, [topic for topic, _ in batch])
+    rate, raw_rate = args.messages / took, raw_got / raw_took
+    print_table(("drain", "messages", "seconds", "msg/s", "rows/s", "vs raw paho",
+                 "CPU s/1000 msg", "rows / distinct", "duplicates counted / sent", "gaps"), [
+        ("consumer (dedup + commit)", args.messages, took, round(rate), round(rows / took),
+         ratio(rate, raw_rate), cpu / args.messages * 1000, f"{rows:,} / {distinct:,}",
+         f"{counted:,} / {dups:,}", gaps),
+        ("raw paho subscriber", raw_got, raw_took, round(raw_rate), "-", "1.00x", "-", "-", "-",
+         "-"),
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
