@@ -12,7 +12,9 @@ Register layout read here (all little-endian unless noted):
 | 0x88-0x8D | dig_T1 (u16), dig_T2 (s16), dig_T3 (s16) |
 | 0x8E-0x9F | dig_P1 (u16), dig_P2 ... dig_P9 (s16) |
 | 0xA1 | dig_H1 (u8) |
-| 0xE1-0xE7 | dig_H2 (s16), dig_H3 (u8), dig_H4 (s12: 0xE4 << 4, 0xE5 bits 3..0), dig_H5 (s12: 0xE6 << 4, 0xE5 bits 7..4), dig_H6 (s8) |
+| 0xE1-0xE3 | dig_H2 (s16), dig_H3 (u8) |
+| 0xE4-0xE6 | dig_H4 (s12: 0xE4 << 4, 0xE5 bits 3..0), dig_H5 (s12: 0xE6 << 4, 0xE5 bits 7..4) |
+| 0xE7 | dig_H6 (s8) |
 | 0xF7-0xFE | press (20 bit, msb first), temp (20 bit), hum (16 bit, msb first) |
 
 A 20-bit reading of 0x80000 (or humidity 0x8000) means "measurement

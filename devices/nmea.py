@@ -14,7 +14,9 @@ types, GSV and friends, are skipped silently):
 
 | sentence | record fields |
 |---|---|
-| GGA | `latitude_deg`, `longitude_deg` (WGS84, south/west negative), `altitude_m` (above mean sea level), `fix_quality` (0 none, 1 GPS, 2 DGPS, 4 RTK fixed, 5 RTK float, 6 estimated), `satellites`, `hdop` |
+| GGA | `latitude_deg`, `longitude_deg` (WGS84, south/west negative), `altitude_m` (above |
+| | mean sea level), `fix_quality` (0 none, 1 GPS, 2 DGPS, 4 RTK fixed, 5 RTK float, |
+| | 6 estimated), `satellites`, `hdop` |
 | RMC | `latitude_deg`, `longitude_deg`, `speed_kmh`, `course_deg`, `fix_valid` (status A) |
 | VTG | `speed_kmh`, `course_deg` |
 | GSA | `fix_type` (1 none, 2 2D, 3 3D), `pdop`, `hdop`, `vdop` |
@@ -27,6 +29,7 @@ decode), `invalid_utf8`, plus the framer's `line_too_long`/`line_truncated`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +167,7 @@ def _position(msg: Any) -> Fields:
 
 def _put(fields: Fields, name: str, value: object) -> None:
     """Set a numeric field; pynmeagps gives '' for an empty one."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         fields[name] = value
 
 

@@ -9,6 +9,7 @@ driver's own entry in `devices.registry.DRIVERS`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +39,7 @@ class StreamConfig:
     field: str
     delivery: DeliveryClass
     unit: str | None
-    report: ReportPolicy = ReportPolicy()
+    report: ReportPolicy = dataclass_field(default_factory=ReportPolicy)
 
 
 @dataclass(frozen=True)
