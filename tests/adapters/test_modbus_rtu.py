@@ -1,0 +1,148 @@
+"""The modbus driver against a real pymodbus RTU server on the other end of a pty null-modem.
+
+The server (pymodbus' own `ModbusSerialServer`, RTU framer) opens one end of
+two bridged ptys, the driver the other; every request and answer is a real
+RTU frame with its CRC. The cable can mute a slave address, so that slave
+never answers, as a dead device on a multi-drop bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymodbus import FramerType
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import ModbusSerialServer
+
+from devices.modbus import MODBUS_EXCEPTION, NO_RESPONSE, ModbusOptions, Register, poll_bus
+from devices.modbus_decoding import Decoding, encode_value
+from devices.modbus_schedule import PollSchedule
+from tests.support.null_modem import NullModem
+from tests.support.recording_sink import RecordingSink, running
+from tests.support.waiting import wait_for
+
+BAUD = 115200
+
+
+def block(values: dict[int, int], size: int = 64) -> ModbusSequentialDataBlock:
+    words = [0] * size
+    for address, value in values.items():
+        words[address] = value
+    # pymodbus' data blocks count from 1: protocol address 0 is block address 1.
+    return ModbusSequentialDataBlock(1, words)
+
+
+def slave_one() -> ModbusDeviceContext:
+    volts = encode_value(230.5, Decoding("float32"))
+    return ModbusDeviceContext(
+        hr=block({0: volts[0], 1: volts[1], 10: 0xFFF6}),  # 10: int16 -10
+        co=block({0: 1}), di=block({}), ir=block({}))
+
+
+def slave_two() -> ModbusDeviceContext:
+    energy = encode_value(123456, Decoding("uint32", "little"))
+    return ModbusDeviceContext(ir=block({5: energy[0], 6: energy[1]}), hr=block({}), co=block({}),
+                               di=block({}))
+
+
+class RtuServer:
+    """A pymodbus RTU server on its own event loop in a thread."""
+
+    def __init__(self, port: str) -> None:
+        context = ModbusServerContext(devices={1: slave_one(), 2: slave_two()}, single=False)
+        self.loop = asyncio.new_event_loop()
+        self.server: Any = None
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self.server = ModbusSerialServer(context, framer=FramerType.RTU, port=port, baudrate=BAUD)
+            ready.set()
+            await self.server.serve_forever()
+
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serve(),),
+                                       daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "the Modbus server did not start"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def bus() -> Iterator[NullModem]:
+    cable = NullModem()
+    server = RtuServer(cable.b)
+    yield cable
+    server.stop()
+    cable.close()
+
+
+REGISTERS = (
+    Register("voltage_v", 1, "holding", 0, Decoding("float32"), 0.1),
+    Register("flow_temp_c", 1, "holding", 10, Decoding("int16", scale=0.5), 0.1),
+    Register("pump_on", 1, "coil", 0, Decoding("bool"), 0.1),
+    Register("energy_kwh", 2, "input", 5, Decoding("uint32", "little", scale=0.01), 0.1),
+    Register("missing", 1, "holding", 500, Decoding("uint16"), 0.5),  # beyond the slave's map
+)
+
+
+def latest(sink: RecordingSink) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for fields in sink.fields:
+        merged.update(fields)
+    return merged
+
+
+def count_of(sink: RecordingSink, field: str) -> int:
+    return sum(1 for fields in sink.fields if field in fields)
+
+
+def test_polls_every_type_and_survives_a_silent_slave(bus: NullModem) -> None:
+    options = ModbusOptions(port=bus.a, registers=REGISTERS, baudrate=BAUD, timeout=0.2, retries=0,
+                            backoff_max=1.0)
+    schedule = PollSchedule([(r.slave, r.interval) for r in REGISTERS], 0.0, backoff_max=1.0)
+    sink = RecordingSink()
+
+    async def run(s: Any) -> None:
+        schedule.due = [asyncio.get_running_loop().time()] * len(REGISTERS)
+        await poll_bus(options, s, schedule)
+
+    with running(run, sink):
+        wait_for(lambda: {"voltage_v", "flow_temp_c", "pump_on", "energy_kwh"} <= latest(sink).keys(),
+                 what="every register read once")
+        assert latest(sink) == {"voltage_v": 230.5, "flow_temp_c": -5.0, "pump_on": True,
+                                "energy_kwh": 1234.56}
+        wait_for(lambda: sink.reject_counts[MODBUS_EXCEPTION] >= 1, what="illegal address answered")
+
+        bus.muted.add(2)
+        wait_for(lambda: schedule.slaves[2].silent, what="slave 2 seen silent")
+        slave_one_before = count_of(sink, "voltage_v")
+        wait_for(lambda: sink.reject_counts[NO_RESPONSE] >= 4, timeout=20,
+                 what="four unanswered polls of slave 2")
+        slave_one_polls = count_of(sink, "voltage_v") - slave_one_before
+        failed = schedule.slaves[2].failed_polls
+        # Slave 1 kept being read while slave 2 was silent, and slave 2 was backed
+        # off: far fewer attempts than its 10-a-second schedule would make.
+        assert slave_one_polls > 2 * failed, (slave_one_polls, failed)
+
+        energy_before = count_of(sink, "energy_kwh")
+        bus.muted.clear()
+        wait_for(lambda: count_of(sink, "energy_kwh") > energy_before, timeout=20,
+                 what="slave 2 read again")
+        assert not schedule.slaves[2].silent
+    assert all(record.partial for record in sink.snapshot()[0])
+    assert bus.frames_muted == sink.reject_counts[NO_RESPONSE]
+
+
+def test_a_missing_port_is_reported_down_and_retried(tmp_path: Any) -> None:
+    options = ModbusOptions(port=str(tmp_path / "ttyNONE"), registers=REGISTERS[:1], timeout=0.1)
+    sink = RecordingSink()
+    with running(lambda s: poll_bus(options, s), sink):
+        wait_for(lambda: sink.states, what="a device state")
+    assert sink.states[0][0] is False and "cannot open" in sink.states[0][1]
