@@ -120,35 +120,37 @@ def parse_nmea(line: bytes) -> ParseResult:
 
 
 def _gga(msg: Any) -> Fields:
-    fields: Fields = {"fix_quality": _int(msg.quality), "satellites": _int(msg.numSV)}
+    fields: Fields = {"fix_quality": _int(_get(msg, "quality")),
+                      "satellites": _int(_get(msg, "numSV"))}
     if fields["fix_quality"]:
         fields.update(_position(msg))
-        _put(fields, "altitude_m", msg.alt)
-    _put(fields, "hdop", msg.HDOP)
+        _put(fields, "altitude_m", _get(msg, "alt"))
+    _put(fields, "hdop", _get(msg, "HDOP"))
     return _drop_none(fields)
 
 
 def _rmc(msg: Any) -> Fields:
-    valid = msg.status == "A"
+    valid = _get(msg, "status") == "A"
     fields: Fields = {"fix_valid": valid}
     if valid:
         fields.update(_position(msg))
-        if isinstance(msg.spd, int | float):
-            fields["speed_kmh"] = round(msg.spd * KNOTS_TO_KMH, 3)
-        _put(fields, "course_deg", msg.cog)
+        knots = _get(msg, "spd")
+        if isinstance(knots, int | float) and math.isfinite(knots):
+            fields["speed_kmh"] = round(knots * KNOTS_TO_KMH, 3)
+        _put(fields, "course_deg", _get(msg, "cog"))
     return _drop_none(fields)
 
 
 def _vtg(msg: Any) -> Fields:
     fields: Fields = {}
-    _put(fields, "speed_kmh", msg.sogk)
-    _put(fields, "course_deg", msg.cogt)
+    _put(fields, "speed_kmh", _get(msg, "sogk"))
+    _put(fields, "course_deg", _get(msg, "cogt"))
     return fields
 
 
 def _gsa(msg: Any) -> Fields:
-    fields: Fields = {"fix_type": _int(msg.navMode)}
-    for name, value in (("pdop", msg.PDOP), ("hdop", msg.HDOP), ("vdop", msg.VDOP)):
+    fields: Fields = {"fix_type": _int(_get(msg, "navMode"))}
+    for name, value in (("pdop", _get(msg, "PDOP")), ("hdop", _get(msg, "HDOP")), ("vdop", _get(msg, "VDOP"))):
         _put(fields, name, value)
     return _drop_none(fields)
 
@@ -158,11 +160,16 @@ _FIELDS_OF = {"GGA": _gga, "RMC": _rmc, "VTG": _vtg, "GSA": _gsa}
 
 def _position(msg: Any) -> Fields:
     """Latitude and longitude when both are numbers within range."""
-    lat, lon = msg.lat, msg.lon
+    lat, lon = _get(msg, "lat"), _get(msg, "lon")
     if isinstance(lat, int | float) and isinstance(lon, int | float) \
             and -90 <= lat <= 90 and -180 <= lon <= 180:
         return {"latitude_deg": round(float(lat), 8), "longitude_deg": round(float(lon), 8)}
     return {}
+
+
+def _get(msg: Any, name: str) -> Any:
+    """A decoded field, or None when the sentence was too short to have it."""
+    return getattr(msg, name, None)
 
 
 def _put(fields: Fields, name: str, value: object) -> None:
