@@ -150,8 +150,8 @@ def _vtg(msg: Any) -> Fields:
 
 def _gsa(msg: Any) -> Fields:
     fields: Fields = {"fix_type": _int(_get(msg, "navMode"))}
-    for name, value in (("pdop", _get(msg, "PDOP")), ("hdop", _get(msg, "HDOP")), ("vdop", _get(msg, "VDOP"))):
-        _put(fields, name, value)
+    for name in ("pdop", "hdop", "vdop"):
+        _put(fields, name, _get(msg, name.upper()))
     return _drop_none(fields)
 
 

@@ -184,4 +184,4 @@ def test_driver_loop_reports_readings_and_a_failing_bus(tmp_path: Path) -> None:
         wait_for(lambda: sum(1 for up, _ in sink.states if up) >= 2, timeout=15, what="back up")
     assert sink.fields[0]["temperature_c"] == 25.08
     assert bus.closed >= 1
-    assert "Remote I/O error" in [d for up, d in sink.states if not up][0]
+    assert "Remote I/O error" in next(d for up, d in sink.states if not up)

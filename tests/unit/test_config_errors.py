@@ -205,7 +205,8 @@ CASES = [
     Case("device-id-not-a-string", edit("id: climate", "id: 7"), 5, "devices[0].id",
          ("a topic segment",), ("7 (an integer)",)),
     Case("unknown-driver", edit("driver: simulator", "driver: serail\n    port: /dev/ttyUSB0"),
-         6, "devices[0].driver", ("one of bme280, gpio, modbus, nmea, serial, simulator, w1",), ("'serail' (a string)",),
+         6, "devices[0].driver", ("one of bme280, gpio, modbus, nmea, serial, simulator, w1",),
+         ("'serail' (a string)",),
          "did you mean 'serial'?"),  # count=1: 'port' is not called an unknown key
     Case("serial-without-port", SERIAL_DEVICE.format(options=""), 5, "devices[0].port",
          ("an absolute device path",), ("the key is missing",)),
@@ -268,7 +269,8 @@ CASES = [
                                    "        delivery: at-least-once\n        deadband: -1\n"),
          11, "devices[0].streams[0].deadband", ("a number >= 0",), ("-1 (an integer)",)),
     Case("max-interval-not-a-duration", edit("        delivery: at-least-once\n",
-                                             "        delivery: at-least-once\n        max_interval: x\n"),
+                                             "        delivery: at-least-once\n"
+                                             "        max_interval: x\n"),
          11, "devices[0].streams[0].max_interval", ("a duration",), ("'x'",)),
     # -- streams --------------------------------------------------------------------------
     Case("streams-empty-list", before("    streams:") + "    streams: []\n", 7,

@@ -7,6 +7,7 @@ whose events are real `gpiod.EdgeEvent` objects with bouncing timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -16,7 +17,7 @@ import gpiod
 import pytest
 from gpiod.line import Value
 
-from devices.gpio import GpioOptions, read_line_forever
+from devices.gpio import GpioOptions, read_line_forever, start
 from devices.gpio_logic import Debouncer, PulseCounter, Transition, wall_time, wanted
 from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
@@ -107,10 +108,8 @@ class FakeLineRequest:
         return self._read
 
     def read_edge_events(self, max_events: int | None = None) -> list[Any]:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self._read, 4096)
-        except BlockingIOError:
-            pass
         with self._lock:
             events, self._events = self._events, []
         return events
@@ -162,7 +161,7 @@ def test_counter_mode_counts_debounced_pulses_per_interval() -> None:
         now = time.monotonic_ns()
         edges: list[tuple[bool, int]] = []
         for pulse in range(5):  # five bouncing pulses, 10 ms apart
-            edges += bounce(now + pulse * 10 * MS, True) + [(False, now + pulse * 10 * MS + 5 * MS)]
+            edges += [*bounce(now + pulse * 10 * MS, True), (False, now + pulse * 10 * MS + 5 * MS)]
         request.emit(edges)
         wait_for(lambda: any(f["tips_total"] == 5 for f in sink.fields), what="five pulses counted")
     fields = sink.fields
@@ -193,8 +192,6 @@ def test_a_line_that_cannot_be_requested_is_reported_down() -> None:
 
 
 def test_the_real_gpiod_request_of_a_missing_chip_is_reported_down(tmp_path: Any) -> None:
-    from devices.gpio import start
-
     options = GpioOptions(line=4, chip="/dev/gpiochip999")
     sink = RecordingSink()
     with running(start("door", options), sink):

@@ -12,7 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices import bme280_compensation as comp
-from devices.line_formats import BAD_CSV, BAD_JSON, BAD_KV, INVALID_UTF8, NOT_AN_OBJECT, parse_json, parse_kv, parser_for
+from devices.line_formats import (
+    BAD_CSV,
+    BAD_JSON,
+    BAD_KV,
+    INVALID_UTF8,
+    NOT_AN_OBJECT,
+    parse_json,
+    parse_kv,
+    parser_for,
+)
 from devices.line_framing import LINE_TOO_LONG, Line, LineFramer, Rejected
 from devices.modbus_decoding import BAD_RESPONSE, BAD_VALUE, Decoding, decode_bits, decode_registers
 from devices.nmea import BAD_CHECKSUM, BAD_NMEA, checksum, parse_nmea
