@@ -86,7 +86,8 @@ def make_line(rng: random.Random, seeds: list[bytes]) -> bytes:
 
 
 def sentinel(fmt: str) -> bytes:
-    if fmt == "nmea":  # a GSA the parser accepts, carrying no field of its own: use a marker GGA
+    """The end marker: a line the parser accepts and no generated line can equal."""
+    if fmt == "nmea":  # fix quality 9 with 99 satellites: no seed sentence has them
         body = "GPGGA,000000.000,0000.0000,N,00000.0000,E,9,99,9.9,9.9,M,0,M,,"
         return f"\n${body}*{checksum(body):02X}\n".encode()
     if fmt == "csv":

@@ -193,22 +193,26 @@ def start(device_id: str, options: ModbusOptions) -> DriverRun:
     """
 
     async def run(sink: RecordSink) -> None:
-        await poll_bus(options, sink)
+        await poll_bus(options, sink, device_id=device_id)
 
     return run
 
 
 async def poll_bus(options: ModbusOptions, sink: RecordSink,
-                   schedule: PollSchedule | None = None) -> None:
+                   schedule: PollSchedule | None = None, *, device_id: str = "modbus") -> None:
     """Connect to the bus, poll on schedule, reconnect after losing the port; until cancelled.
 
     Args:
         options: The bus and its registers.
         sink: Where records and rejects go.
         schedule: The schedule to use (tests pass one to inspect slave health).
+        device_id: The device's id, for log lines.
     """
     from pymodbus.client import AsyncModbusSerialClient  # noqa: PLC0415 - loaded only when used
 
+    # pymodbus logs an ERROR line for every unanswered request; this driver
+    # counts each one (modbus_no_response) and logs once per silent slave.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     loop = asyncio.get_running_loop()
     if schedule is None:
         schedule = PollSchedule([(r.slave, r.interval) for r in options.registers], loop.time(),
@@ -231,7 +235,7 @@ async def poll_bus(options: ModbusOptions, sink: RecordSink,
             sink.device_state(True, f"opened {options.port} at {options.baudrate} baud")
             up = True
             reconnect.reset()
-            why = await _poll_connected(client, options, schedule, sink, loop)
+            why = await _poll_connected(client, options, schedule, sink, loop, device_id)
             sink.device_state(False, f"lost {options.port}: {why}")
             up = False
         finally:
@@ -240,7 +244,7 @@ async def poll_bus(options: ModbusOptions, sink: RecordSink,
 
 
 async def _poll_connected(client: Any, options: ModbusOptions, schedule: PollSchedule,
-                          sink: RecordSink, loop: asyncio.AbstractEventLoop) -> str:
+                          sink: RecordSink, loop: asyncio.AbstractEventLoop, device_id: str) -> str:
     """Poll until the port fails; return why it failed."""
     from pymodbus.exceptions import ConnectionException, ModbusIOException  # noqa: PLC0415
 
@@ -255,13 +259,14 @@ async def _poll_connected(client: Any, options: ModbusOptions, schedule: PollSch
         except ModbusIOException as exc:
             if not client.connected:
                 return str(exc) or "port closed"
-            _unanswered(schedule, index, register, loop.time(), sink)
+            _unanswered(schedule, index, register, loop.time(), sink, device_id)
             continue
         except OSError as exc:
             return str(exc)
         if schedule.answered(index, loop.time()):
-            log.info("slave=%d answering again on %s after %d unanswered polls in all",
-                     register.slave, options.port, schedule.slaves[register.slave].failed_polls)
+            log.info("device=%s slave=%d answering again on %s after %d unanswered polls in all",
+                     device_id, register.slave, options.port,
+                     schedule.slaves[register.slave].failed_polls)
         if response.isError():
             code = getattr(response, "exception_code", "?")
             sink.rejected(MODBUS_EXCEPTION, f"{register.where}: Modbus exception code {code}")
@@ -275,16 +280,17 @@ async def _poll_connected(client: Any, options: ModbusOptions, schedule: PollSch
 
 
 def _unanswered(schedule: PollSchedule, index: int, register: Register, now: float,
-                sink: RecordSink) -> None:
+                sink: RecordSink, device_id: str) -> None:
     first = schedule.unanswered(index, now)
     slave = schedule.slaves[register.slave]
     sink.rejected(NO_RESPONSE, f"{register.where}: no answer")
     if first:
-        log.warning("slave=%d not answering (%s, field %s); its registers back off up to "
-                    "backoff_max, other slaves keep their schedule", register.slave,
-                    register.where, register.field)
+        log.warning("device=%s slave=%d not answering (%s, field %s); its registers back off "
+                    "up to backoff_max, other slaves keep their schedule", device_id,
+                    register.slave, register.where, register.field)
     elif slave.silent_since % 10 == 0:
-        log.debug("slave=%d still silent after %d polls", register.slave, slave.silent_since)
+        log.debug("device=%s slave=%d still silent after %d polls", device_id, register.slave,
+                  slave.silent_since)
 
 
 async def _request(client: Any, register: Register) -> Any:

@@ -156,7 +156,7 @@ def start(device_id: str, options: W1Options) -> DriverRun:
     """
 
     async def run(sink: RecordSink) -> None:
-        poller = W1Poller(options, sink)
+        poller = W1Poller(options, sink, device_id)
         loop = asyncio.get_running_loop()
         schedule = TickSchedule(options.interval, loop.time())
         sink.device_state(True, f"reading {len(options.probes)} probe(s) under {options.base_dir}")
@@ -172,13 +172,15 @@ def start(device_id: str, options: W1Options) -> DriverRun:
 class W1Poller:
     """Reads every probe once per `poll()`; remembers which are absent to log once."""
 
-    def __init__(self, options: W1Options, sink: RecordSink) -> None:
+    def __init__(self, options: W1Options, sink: RecordSink, device_id: str = "w1") -> None:
         """Create the poller.
 
         Args:
             options: The probes and the sysfs base directory.
             sink: Where rejects are counted.
+            device_id: The device's id, for log lines.
         """
+        self.device_id = device_id
         self.options = options
         self.sink = sink
         self.absent: set[str] = set()
@@ -203,7 +205,7 @@ class W1Poller:
                 continue
             if probe.id in self.absent:
                 self.absent.discard(probe.id)
-                log.info("probe=%s back at %s", probe.id, path)
+                log.info("device=%s probe=%s back at %s", self.device_id, probe.id, path)
             result = parse_w1_slave(text)
             if isinstance(result, Rejected):
                 self.sink.rejected(result.reason, f"probe {probe.id}: {result.detail}")
@@ -215,5 +217,6 @@ class W1Poller:
         self.sink.rejected(W1_ABSENT, f"probe {probe.id}: {path} does not exist")
         if probe.id not in self.absent:
             self.absent.add(probe.id)
-            log.warning("probe=%s absent: %s does not exist (unplugged, or the id is wrong); "
-                        "counted as w1_absent until it is back", probe.id, path)
+            log.warning("device=%s probe=%s absent: %s does not exist (unplugged, or the id is "
+                        "wrong); counted as w1_absent until it is back", self.device_id, probe.id,
+                        path)

@@ -9,69 +9,18 @@ never answers, as a dead device on a multi-drop bus.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymodbus import FramerType
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusSerialServer
 
 from devices.modbus import MODBUS_EXCEPTION, NO_RESPONSE, ModbusOptions, Register, poll_bus
-from devices.modbus_decoding import Decoding, encode_value
+from devices.modbus_decoding import Decoding
 from devices.modbus_schedule import PollSchedule
+from tests.support.modbus_server import BAUD, RtuServer
 from tests.support.null_modem import NullModem
 from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
-
-BAUD = 115200
-
-
-def block(values: dict[int, int], size: int = 64) -> ModbusSequentialDataBlock:
-    words = [0] * size
-    for address, value in values.items():
-        words[address] = value
-    # pymodbus' data blocks count from 1: protocol address 0 is block address 1.
-    return ModbusSequentialDataBlock(1, words)
-
-
-def slave_one() -> ModbusDeviceContext:
-    volts = encode_value(230.5, Decoding("float32"))
-    return ModbusDeviceContext(
-        hr=block({0: volts[0], 1: volts[1], 10: 0xFFF6}),  # 10: int16 -10
-        co=block({0: 1}), di=block({}), ir=block({}))
-
-
-def slave_two() -> ModbusDeviceContext:
-    energy = encode_value(123456, Decoding("uint32", "little"))
-    return ModbusDeviceContext(ir=block({5: energy[0], 6: energy[1]}), hr=block({}), co=block({}),
-                               di=block({}))
-
-
-class RtuServer:
-    """A pymodbus RTU server on its own event loop in a thread."""
-
-    def __init__(self, port: str) -> None:
-        context = ModbusServerContext(devices={1: slave_one(), 2: slave_two()}, single=False)
-        self.loop = asyncio.new_event_loop()
-        self.server: Any = None
-        ready = threading.Event()
-
-        async def serve() -> None:
-            self.server = ModbusSerialServer(context, framer=FramerType.RTU, port=port, baudrate=BAUD)
-            ready.set()
-            await self.server.serve_forever()
-
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serve(),),
-                                       daemon=True)
-        self.thread.start()
-        assert ready.wait(10), "the Modbus server did not start"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
