@@ -18,6 +18,10 @@ Modes, each a record field layout:
   `{<field>: pulses in the interval, <field>_total: since start,
   <field>_rate_hz: pulses per second}`.
 
+The kernel numbers each line's events (`line_seqno`); a jump means its
+event buffer overflowed and edges were lost: counted as `gpio_events_lost`
+(the level is then re-learnt from the next edge's direction).
+
 Debounce and counting are the pure `devices.gpio_logic`; this module is
 the config and a thin adapter over a `gpiod` line request (a fake one with
 a real pollable fd in tests). `gpiod` is imported only when a gpio device
@@ -41,6 +45,7 @@ from gateway.backoff import Backoff
 from gateway.config_reader import MapReader
 
 MODES = ("edges", "level", "counter")
+EVENTS_LOST = "gpio_events_lost"
 BIASES = ("as-is", "pull-up", "pull-down", "disabled")
 _CHIP = re.compile(r"/dev/gpiochip[0-9]+")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,50}")
@@ -224,6 +229,7 @@ async def _watch_edges(request: LineRequest, options: GpioOptions, sink: RecordS
     debouncer = Debouncer(round(options.debounce * 1e9), _active(request, options))
     counter = PulseCounter()
     interval_start = loop.time()
+    last_seqno: int | None = None
     try:
         while True:
             deadline = debouncer.deadline_ns()
@@ -236,6 +242,11 @@ async def _watch_edges(request: LineRequest, options: GpioOptions, sink: RecordS
             if readable.is_set():
                 readable.clear()
                 for event in request.read_edge_events():
+                    if last_seqno is not None and event.line_seqno > last_seqno + 1:
+                        lost = event.line_seqno - last_seqno - 1
+                        sink.rejected(EVENTS_LOST, f"{lost} edge event(s) lost before line "
+                                                   f"seqno {event.line_seqno} (kernel buffer full)")
+                    last_seqno = event.line_seqno
                     rising = event.event_type == event.Type.RISING_EDGE
                     transitions += debouncer.feed(rising, event.timestamp_ns)
             transitions += debouncer.flush(time.monotonic_ns())

@@ -169,6 +169,8 @@ def test_probes_and_modbus_end_to_end_with_report_by_exception(rig: SensorRig) -
     status = rig.status()
     assert "suppressed" not in status["drops"]
     assert status["suppressed"]["meters/voltage"] >= 5
+    text = run_cli("status", "--config", str(rig.gateway_yaml), cwd=rig.workdir).stdout
+    assert "suppressed by report by exception (not lost): meters/voltage " in text, text
     streams = {(s["device"], s["stream"]): s["last_seq"] for s in status["streams"]}
     wait_for(lambda: {k: v[0] for k, v in rig.counters().items()} == {
         "bed": streams[("soil", "bed")], "voltage": streams[("meters", "voltage")],

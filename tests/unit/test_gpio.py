@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import gpiod
@@ -94,9 +97,13 @@ class FakeLineRequest:
         self.released = False
         self._seq = 0
 
-    def emit(self, edges: list[tuple[bool, int]]) -> None:
-        """Queue edges (active, monotonic ns) and make the fd readable."""
+    def emit(self, edges: list[tuple[bool, int]], skip: int = 0) -> None:
+        """Queue edges (active, monotonic ns) and make the fd readable.
+
+        `skip` sequence numbers are left out first, as when the kernel's buffer overflowed.
+        """
         with self._lock:
+            self._seq += skip
             for active, ts in edges:
                 self._seq += 1
                 self._events.append(gpiod.EdgeEvent(RISING if active else FALLING, ts, 17,
@@ -198,3 +205,33 @@ def test_the_real_gpiod_request_of_a_missing_chip_is_reported_down(tmp_path: Any
         wait_for(lambda: sink.states, what="a state")
     up, detail = sink.states[0]
     assert not up and detail.startswith("cannot request /dev/gpiochip999 line 4:"), detail
+
+
+def test_a_gap_in_the_kernel_sequence_numbers_is_counted() -> None:
+    request = FakeLineRequest()
+    options = GpioOptions(line=17, mode="edges", debounce=0.0)
+    sink = RecordingSink()
+    with running(lambda s: read_line_forever(options, lambda: request, s), sink):
+        wait_for(lambda: sink.states, what="line requested")
+        request.emit([(True, time.monotonic_ns())])
+        request.emit([(False, time.monotonic_ns())], skip=3)
+        wait_for(lambda: len(sink.fields) == 2, what="both edges")
+    assert sink.reject_counts == {"gpio_events_lost": 1}
+    assert "3 edge event(s) lost" in sink.snapshot()[2][0][1]
+
+
+def test_without_gpiod_the_line_is_down_and_the_rest_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gpiod", None)  # import gpiod now raises ImportError
+    sink = RecordingSink()
+    with running(start("door", GpioOptions(line=4)), sink):
+        wait_for(lambda: sink.states, what="a state")
+    up, detail = sink.states[0]
+    assert not up and "cannot request /dev/gpiochip0 line 4" in detail and "gpiod" in detail
+
+
+def test_hardware_libraries_are_not_imported_with_the_driver_table() -> None:
+    code = ("import sys, devices.registry, gateway.config; "
+            "print(sorted(m for m in ('gpiod', 'smbus2', 'pymodbus') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]"
