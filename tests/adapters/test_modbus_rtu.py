@@ -53,7 +53,7 @@ def count_of(sink: RecordingSink, field: str) -> int:
 
 
 def test_polls_every_type_and_survives_a_silent_slave(bus: NullModem) -> None:
-    options = ModbusOptions(port=bus.a, registers=REGISTERS, baudrate=BAUD, timeout=0.2, retries=0,
+    options = ModbusOptions(port=bus.a, registers=REGISTERS, baudrate=BAUD, timeout=0.2, retries=1,
                             backoff_max=1.0)
     schedule = PollSchedule([(r.slave, r.interval) for r in REGISTERS], 0.0, backoff_max=1.0)
     sink = RecordingSink()
@@ -86,12 +86,19 @@ def test_polls_every_type_and_survives_a_silent_slave(bus: NullModem) -> None:
                  what="slave 2 read again")
         assert not schedule.slaves[2].silent
     assert all(record.partial for record in sink.snapshot()[0])
-    assert bus.frames_muted == sink.reject_counts[NO_RESPONSE]
+    # Each unanswered poll was sent twice (retries: 1) before it was counted.
+    assert bus.frames_muted == 2 * sink.reject_counts[NO_RESPONSE]
 
 
-def test_a_missing_port_is_reported_down_and_retried(tmp_path: Any) -> None:
-    options = ModbusOptions(port=str(tmp_path / "ttyNONE"), registers=REGISTERS[:1], timeout=0.1)
+def test_a_missing_port_is_reported_down_and_read_once_it_appears(tmp_path: Any,
+                                                                   bus: NullModem) -> None:
+    link = tmp_path / "ttyBUS"
+    options = ModbusOptions(port=str(link), registers=REGISTERS[:1], baudrate=BAUD, timeout=0.2)
     sink = RecordingSink()
     with running(lambda s: poll_bus(options, s), sink):
         wait_for(lambda: sink.states, what="a device state")
-    assert sink.states[0][0] is False and "cannot open" in sink.states[0][1]
+        link.symlink_to(bus.a)  # the USB adapter is plugged in
+        wait_for(lambda: sink.fields, timeout=20, what="a reading through the new port")
+    assert sink.states[0] == (False, f"cannot open {link}")
+    assert sink.states[1] == (True, f"opened {link} at {BAUD} baud")
+    assert sink.fields[0] == {"voltage_v": 230.5}
