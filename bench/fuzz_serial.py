@@ -21,11 +21,13 @@ import json
 import os
 import pty
 import random
+import select
 import sys
+import threading
 import time
 import tty
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from devices import nmea, serial_port
 from devices.base import DriverRun, Record
@@ -47,13 +49,14 @@ END_FIELD = "fuzz_end"
 class CountingSink:
     """Counts what the driver delivers; notes the sentinel record."""
 
-    def __init__(self) -> None:
+    def __init__(self, is_end: Callable[[Mapping[str, object]], bool]) -> None:
+        self.is_end = is_end
         self.records = 0
         self.rejects: Counter[str] = Counter()
         self.ended = asyncio.Event()
 
     def record(self, record: Record) -> None:
-        if END_FIELD in record.fields:
+        if self.is_end(record.fields):
             self.ended.set()
             return
         self.records += 1
@@ -85,34 +88,51 @@ def make_line(rng: random.Random, seeds: list[bytes]) -> bytes:
     return rng.randbytes(rng.randint(0, 300)).replace(b"\n", b" ")
 
 
-def sentinel(fmt: str) -> bytes:
-    """The end marker: a line the parser accepts and no generated line can equal."""
-    if fmt == "nmea":  # fix quality 9 with 99 satellites: no seed sentence has them
-        body = "GPGGA,000000.000,0000.0000,N,00000.0000,E,9,99,9.9,9.9,M,0,M,,"
-        return f"\n${body}*{checksum(body):02X}\n".encode()
-    if fmt == "csv":
-        return b"\n" + END_FIELD.encode() + b",1,1\n"
-    if fmt == "kv":
-        return b"\n" + END_FIELD.encode() + b"=1\n"
-    return b"\n" + json.dumps({END_FIELD: True}).encode() + b"\n"
+END_TEXT = "fuzz-end-of-run"
+NMEA_END = "GPGGA,000000.000,0000.0000,N,00000.0000,E,9,99,9.9,9.9,M,0,M,,"
+# The end marker of each format: a line its parser accepts and that no
+# generated line can equal, and how to recognise the record it becomes.
+SENTINELS: dict[str, tuple[bytes, Callable[[Mapping[str, object]], bool]]] = {
+    "json": (json.dumps({END_FIELD: END_TEXT}).encode(), lambda f: f.get(END_FIELD) == END_TEXT),
+    "csv": (f"{END_TEXT},{END_TEXT},{END_TEXT}".encode(),
+            lambda f: list(f.values()) == [END_TEXT] * 3),
+    "kv": (f"{END_FIELD}={END_TEXT}".encode(), lambda f: f.get(END_FIELD) == END_TEXT),
+    # fix quality 9 with 99 satellites: no seed sentence has them
+    "nmea": (f"${NMEA_END}*{checksum(NMEA_END):02X}".encode(),
+             lambda f: f.get("fix_quality") == 9 and f.get("satellites") == 99),
+}
 
 
-def write_all(master: int, lines: int, seed: int, fmt: str) -> int:
-    """Write the lines in chunks; return the bytes written."""
+def write_all(master: int, lines: int, seed: int, fmt: str, stop: threading.Event) -> int:
+    """Write the lines in chunks, then the sentinel; return the bytes written.
+
+    Writes without blocking (waiting in select), so `stop` ends the thread
+    even when nobody reads the pty any more.
+    """
     rng = random.Random(seed)
     seeds = SEEDS[fmt]
     written = 0
     batch: list[bytes] = []
-    for index in range(lines):
-        batch.append(make_line(rng, seeds))
-        if len(batch) == 256 or index == lines - 1:
+    for index in range(lines + 1):
+        if index < lines:
+            batch.append(make_line(rng, seeds))
+            if len(batch) < 256 and index < lines - 1:
+                continue
             data = memoryview(b"\n".join(batch) + b"\n")
             batch = []
-            while data:
-                count = os.write(master, data)
+        else:
+            data = memoryview(b"\n" + SENTINELS[fmt][0] + b"\n")
+        while data:
+            if stop.is_set():
+                return written
+            _, ready, _ = select.select([], [master], [], 0.2)
+            if ready:
+                try:
+                    count = os.write(master, data)
+                except BlockingIOError:
+                    continue
                 data = data[count:]
                 written += count
-    os.write(master, sentinel(fmt))
     return written
 
 
@@ -120,36 +140,29 @@ def driver_for(fmt: str, path: str) -> DriverRun:
     if fmt == "nmea":
         return nmea.start("gps", nmea.NmeaOptions(port=path, baudrate=115200))
     options = serial_port.SerialOptions(port=path, baudrate=115200, format=fmt,
-                                        columns=(END_FIELD, "b", "c") if fmt == "csv" else ())
+                                        columns=("a", "b", "c") if fmt == "csv" else ())
     return serial_port.start("fuzz", options)
-
-
-class NmeaEndSink(CountingSink):
-    """For nmea the sentinel is the GGA with fix quality 9, which no seed has."""
-
-    def record(self, record: Record) -> None:
-        if record.fields.get("fix_quality") == 9 and record.fields.get("satellites") == 99:
-            self.ended.set()
-            return
-        self.records += 1
 
 
 async def run(lines: int, seed: int, fmt: str, timeout: float) -> int:
     master, slave = pty.openpty()
     tty.setraw(slave)
-    sink = NmeaEndSink() if fmt == "nmea" else CountingSink()
+    os.set_blocking(master, False)
+    sink = CountingSink(SENTINELS[fmt][1])
+    stop = threading.Event()
     task = asyncio.create_task(driver_for(fmt, os.ttyname(slave))(sink))
     started = time.monotonic()
+    writer: asyncio.Task[int] | None = None
     try:
         await asyncio.sleep(0.5)  # the driver flushes the port's input when it opens it
         if task.done():
             print("error: the driver stopped before any input", file=sys.stderr)
             return 1
-        writer = asyncio.create_task(asyncio.to_thread(write_all, master, lines, seed, fmt))
+        writer = asyncio.create_task(asyncio.to_thread(write_all, master, lines, seed, fmt, stop))
         ended = asyncio.create_task(sink.ended.wait())
         done, _ = await asyncio.wait({ended, task}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
-        written = await writer if writer.done() else -1
+        written = writer.result() if writer.done() else -1
         elapsed = time.monotonic() - started
         if task in done:
             print(f"error: the driver died: {task.exception()!r}", file=sys.stderr)
@@ -159,8 +172,10 @@ async def run(lines: int, seed: int, fmt: str, timeout: float) -> int:
             ended.cancel()
             return 1
     finally:
+        stop.set()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, *([writer] if writer is not None else []),
+                             return_exceptions=True)
         os.close(master)
         os.close(slave)
     rejected = sum(sink.rejects.values())
