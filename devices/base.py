@@ -20,10 +20,14 @@ class Record:
     """Field values read from a device at one instant.
 
     `ts` is the time the values were taken, in seconds since the Unix epoch (UTC).
+    A `partial` record carries only the fields read at that instant (one
+    polled register, one GPS sentence): streams whose field it lacks are
+    skipped, not counted as `missing_field`.
     """
 
     ts: float
     fields: Mapping[str, JsonValue]
+    partial: bool = False
 
 
 class RecordSink(Protocol):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devices import serial_port, simulator
+from devices import bme280, gpio, modbus, nmea, serial_port, simulator, w1
 from devices.base import DriverRun
 from gateway.config_reader import MapReader
 
@@ -45,6 +45,41 @@ DRIVERS: dict[str, DriverSpec] = {
             read_options=simulator.read_options,
             offered_fields=simulator.offered_fields,
             start=simulator.start,
+        ),
+        DriverSpec(
+            name="gpio",
+            summary="one GPIO input line (gpiod): debounced edges, polled level or a pulse counter",
+            read_options=gpio.read_options,
+            offered_fields=gpio.offered_fields,
+            start=gpio.start,
+        ),
+        DriverSpec(
+            name="modbus",
+            summary="Modbus RTU slaves on a serial bus (pymodbus): polled registers and coils",
+            read_options=modbus.read_options,
+            offered_fields=modbus.offered_fields,
+            start=modbus.start,
+        ),
+        DriverSpec(
+            name="nmea",
+            summary="NMEA 0183 GPS receiver on a serial port: position, speed, fix, satellites",
+            read_options=nmea.read_options,
+            offered_fields=nmea.offered_fields,
+            start=nmea.start,
+        ),
+        DriverSpec(
+            name="w1",
+            summary="DS18B20 1-Wire temperature probes through the kernel's w1_slave files",
+            read_options=w1.read_options,
+            offered_fields=w1.offered_fields,
+            start=w1.start,
+        ),
+        DriverSpec(
+            name="bme280",
+            summary="Bosch BME280 temperature/pressure/humidity sensor on I2C (smbus2)",
+            read_options=bme280.read_options,
+            offered_fields=bme280.offered_fields,
+            start=bme280.start,
         ),
     )
 }

@@ -156,13 +156,23 @@ def start(device_id: str, options: SerialOptions) -> DriverRun:
     parse = parser_for(options.format, options.columns, options.delimiter)
 
     async def run(sink: RecordSink) -> None:
-        await _read_forever(options, parse, sink)
+        await read_lines_forever(options, parse, sink)
 
     return run
 
 
-async def _read_forever(options: SerialOptions, parse: LineParser, sink: RecordSink) -> None:
-    """Open, read, and reopen the port until cancelled."""
+async def read_lines_forever(
+    options: SerialOptions, parse: LineParser, sink: RecordSink, *, partial: bool = False
+) -> None:
+    """Open, read, and reopen the port until cancelled.
+
+    Args:
+        options: The port, speed, line cap and reopen backoff.
+        parse: Turns one line into fields, a reject, or None (skipped).
+        sink: Where records and rejects go.
+        partial: Whether each line's record carries only some of the device's
+            fields (as with NMEA sentences).
+    """
     path = options.port
     backoff = Backoff(base=0.2, cap=options.reopen_max)
     framer = LineFramer(options.max_line_bytes)
@@ -182,7 +192,7 @@ async def _read_forever(options: SerialOptions, parse: LineParser, sink: RecordS
         sink.device_state(True, f"opened {path}")
         up = True
         try:
-            why = await _pump(reader, framer, parse, sink, backoff)
+            why = await _pump(reader, framer, parse, sink, backoff, partial)
         finally:
             await _close(writer)
             truncated = framer.reset()
@@ -196,7 +206,7 @@ async def _read_forever(options: SerialOptions, parse: LineParser, sink: RecordS
 
 async def _pump(
     reader: asyncio.StreamReader, framer: LineFramer, parse: LineParser, sink: RecordSink,
-    backoff: Backoff,
+    backoff: Backoff, partial: bool,
 ) -> str:
     """Deliver lines until the port fails; return why it failed."""
     while True:
@@ -217,7 +227,7 @@ async def _pump(
             if isinstance(result, Rejected):
                 sink.rejected(result.reason, result.detail)
             elif result is not None:
-                sink.record(Record(ts=time.time(), fields=result))
+                sink.record(Record(ts=time.time(), fields=result, partial=partial))
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -8,7 +8,8 @@ driver's own entry in `devices.registry.DRIVERS`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field  # `field` is also a StreamConfig key
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from gateway.config_reader import MapReader, describe, did_you_mean
 from gateway.confirmation import CONFIRM_LEVEL
 from gateway.credentials import BrokerCredentials, read_credentials
 from gateway.delivery import DELIVERY_NAMES, DeliveryClass
+from gateway.report_by_exception import ReportPolicy, parse_deadband
 from gateway.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 from gateway.yaml_source import Located
 
@@ -40,6 +42,7 @@ class StreamConfig:
     field: str
     delivery: DeliveryClass
     unit: str | None
+    report: ReportPolicy = dataclass_field(default_factory=ReportPolicy)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class BrokerConfig:
     session_expiry: int
     max_inflight: int
     max_payload_bytes: int
-    credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
+    credentials: BrokerCredentials = dataclass_field(default_factory=BrokerCredentials)
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,30 @@ def _read_stream(
         field = None
     unit = reader.string("unit", expected="a unit such as °C")
     delivery = reader.choice("delivery", DELIVERY_NAMES, required=True)
-    if name is None or field is None or delivery is None:
+    report = _read_report_policy(reader)
+    if name is None or field is None or delivery is None or report is None:
         return None
-    return StreamConfig(name, field, DeliveryClass(delivery), unit)
+    return StreamConfig(name, field, DeliveryClass(delivery), unit, report)
+
+
+def _read_report_policy(reader: MapReader) -> ReportPolicy | None:
+    """The stream's report-by-exception keys: deadband, min_interval, max_interval."""
+    problems = len(reader.problems)
+    deadband = None
+    raw = reader.raw("deadband")
+    if raw is not None and raw.value is not None:
+        deadband = parse_deadband(raw.value)
+        if deadband is None:
+            reader.problem("deadband", "a number >= 0 or a percentage such as '2%'",
+                           describe(raw.value))
+    min_interval = reader.duration("min_interval", default=0.0, maximum=86400.0 * 365)
+    max_interval = reader.duration("max_interval", default=0.0, minimum=0.001,
+                                   maximum=86400.0 * 365) or None
+    found = reader.raw("max_interval")
+    if max_interval is not None and found is not None and max_interval < min_interval:
+        reader.problem("max_interval", f"a duration of at least min_interval ({min_interval:g}s)",
+                       describe(found.value))
+    if len(reader.problems) > problems:
+        return None
+    return ReportPolicy(deadband, min_interval, max_interval)
 

@@ -3,7 +3,11 @@
 `Intake` holds what has been read but not yet committed: durable readings
 waiting for the next group commit, the bounded in-memory queue of
 at-most-once readings, and drop counts by (reason, device, stream). Each
-driver gets a `DeviceSink` that maps its records' fields onto its streams.
+driver gets a `DeviceSink` that maps its records' fields onto its streams,
+passing each value through the stream's report-by-exception filter before
+it becomes a reading, so a suppressed value never takes a seq (no gap).
+Suppressed values are counted under the reason `suppressed`, beside the
+drops but not among them: they are not a loss.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from devices.base import Record
 from gateway.config import DeviceConfig, GatewayConfig
 from gateway.envelope import Envelope, encode, json_safe
 from gateway.identity import SequenceCounters
+from gateway.report_by_exception import ExceptionFilter
 from gateway.store import NewReading
 from gateway.store_schema import DropKey
 
 log = logging.getLogger("gateway.ingest")
 
 _MISSING = object()
+SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,7 @@ class Intake:
         self.drops: Counter[DropKey] = Counter()
         self.read = 0
         self.dropped_total = 0
+        self.suppressed_total = 0
         self.on_batch_full: Callable[[], None] = lambda: None
         self.on_volatile: Callable[[], None] = lambda: None
 
@@ -74,6 +81,11 @@ class Intake:
         self.drops[(reason, device, stream)] += count
         self.dropped_total += count
 
+    def suppress(self, device: str, stream: str) -> None:
+        """Count one reading held back by report by exception (not a drop)."""
+        self.drops[(SUPPRESSED, device, stream)] += 1
+        self.suppressed_total += 1
+
     def take(self) -> tuple[list[NewReading], Counter[DropKey]]:
         """Everything waiting for the next commit."""
         pending, drops = self.pending, self.drops
@@ -92,6 +104,8 @@ class DeviceSink:
         self._topics = topics
         self._up: bool | None = None
         self._reasons_seen: set[str] = set()
+        self._filters = {stream.name: ExceptionFilter(stream.report)
+                         for stream in device.streams if stream.report.active}
 
     def record(self, record: Record) -> None:
         """Map one record onto the device's streams."""
@@ -99,12 +113,18 @@ class DeviceSink:
         for stream in self.device.streams:
             value = fields.get(stream.field, _MISSING)
             if value is _MISSING:
+                if record.partial:
+                    continue
                 self._reject("missing_field", stream.name,
                              f"stream {stream.name}: field '{stream.field}' not in the record")
                 continue
             if not json_safe(value):
                 self._reject("bad_value", stream.name,
                              f"stream {stream.name}: value {value!r:.40} is not valid JSON")
+                continue
+            gate = self._filters.get(stream.name)
+            if gate is not None and not gate.admit(record.ts, value):
+                self.intake.suppress(self.device.id, stream.name)
                 continue
             self.intake.accept(NewReading(self.device.id, stream.name, stream.delivery.qos,
                                           record.ts, value, stream.unit, self._topics[stream.name],

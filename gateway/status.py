@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.delivery import DeliveryClass
+from gateway.ingest import SUPPRESSED
 from gateway.units import format_bytes
 
 
@@ -83,9 +84,13 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
     ]
     drops: dict[str, int] = {}
     drop_rows = []
+    suppressed: dict[str, int] = {}  # device/stream -> readings held back by report by exception
     for reason, device, stream, count in conn.execute(
         "SELECT reason, device, stream, count FROM drops ORDER BY reason, device, stream"
     ):
+        if reason == SUPPRESSED:
+            suppressed[f"{device}/{stream}"] = count
+            continue
         drops[reason] = drops.get(reason, 0) + count
         drop_rows.append({"reason": reason, "device": device, "stream": stream, "count": count})
     quarantined_by_reason = dict(conn.execute(
@@ -108,6 +113,7 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
         "streams": streams,
         "drops": drops,
         "drops_detail": drop_rows,
+        "suppressed": suppressed,
         "store_bytes": {
             "live": live,
             "file": path.stat().st_size,
@@ -157,6 +163,9 @@ def render_status(report: dict[str, Any]) -> str:
                      f"last seq {s['last_seq']:>8}  pending {s['pending']}")
     drops = report["drops"]
     lines.append("drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
+    if report["suppressed"]:
+        lines.append("suppressed by report by exception (not lost): "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(report["suppressed"].items())))
     size = report["store_bytes"]
     lines.append(f"store size: {format_bytes(size['live'])} live of {format_bytes(size['max'])} "
                  f"max (file {format_bytes(size['file'])}, wal {format_bytes(size['wal'])})")

@@ -205,7 +205,8 @@ CASES = [
     Case("device-id-not-a-string", edit("id: climate", "id: 7"), 5, "devices[0].id",
          ("a topic segment",), ("7 (an integer)",)),
     Case("unknown-driver", edit("driver: simulator", "driver: serail\n    port: /dev/ttyUSB0"),
-         6, "devices[0].driver", ("one of serial, simulator",), ("'serail' (a string)",),
+         6, "devices[0].driver", ("one of bme280, gpio, modbus, nmea, serial, simulator, w1",),
+         ("'serail' (a string)",),
          "did you mean 'serial'?"),  # count=1: 'port' is not called an unknown key
     Case("serial-without-port", SERIAL_DEVICE.format(options=""), 5, "devices[0].port",
          ("an absolute device path",), ("the key is missing",)),
@@ -215,6 +216,62 @@ CASES = [
     Case("simulator-interval-not-a-duration",
          edit("    driver: simulator\n", "    driver: simulator\n    interval: often\n"), 7,
          "devices[0].interval", ("a duration",), ("'often'",)),
+    # -- the hardware drivers' own keys ----------------------------------------------------
+    Case("gpio-without-line", SERIAL_DEVICE.format(options="").replace("serial", "gpio"), 5,
+         "devices[0].line", ("a line offset (0-1023) or name",), ("the key is missing",)),
+    Case("gpio-line-out-of-range",
+         SERIAL_DEVICE.replace("serial", "gpio").format(options="    line: 5000\n    field: temp_c\n"),
+         7, "devices[0].line", ("a line offset (0-1023)",), ("5000",)),
+    Case("gpio-debounce-with-level-mode",
+         SERIAL_DEVICE.replace("serial", "gpio").format(
+             options="    line: 4\n    mode: level\n    debounce: 5ms\n    field: temp_c\n"),
+         9, "devices[0].debounce", ("no 'debounce' with mode level",), ("'debounce' given",)),
+    Case("modbus-unknown-type",
+         SERIAL_DEVICE.replace("serial", "modbus").format(
+             options="    port: /dev/ttyUSB0\n    registers:\n      - field: temp_c\n"
+                     "        address: 3\n        type: float16\n"),
+         11, "devices[0].registers[0].type", ("one of int16, uint16, int32, uint32, float32",),
+         ("'float16'",), "did you mean 'float32'?"),
+    Case("modbus-scale-on-a-coil",
+         SERIAL_DEVICE.replace("serial", "modbus").format(
+             options="    port: /dev/ttyUSB0\n    registers:\n      - field: temp_c\n"
+                     "        table: coil\n        address: 3\n        scale: 0.1\n"),
+         12, "devices[0].registers[0].scale", ("no 'scale' for a coil",), ("'scale' given",)),
+    Case("modbus-slave-out-of-range",
+         SERIAL_DEVICE.replace("serial", "modbus").format(
+             options="    port: /dev/ttyUSB0\n    registers:\n      - field: temp_c\n"
+                     "        address: 3\n        slave: 300\n"),
+         11, "devices[0].registers[0].slave", ("an integer from 1 to 247",), ("300",)),
+    Case("modbus-without-registers",
+         SERIAL_DEVICE.replace("serial", "modbus").format(options="    port: /dev/ttyUSB0\n"),
+         5, "devices[0].registers", ("a list",), ("the key is missing",)),
+    Case("nmea-odd-baudrate",
+         SERIAL_DEVICE.replace("serial", "nmea").format(options="    port: /dev/ttyACM0\n"
+                                                                "    baudrate: 9601\n")
+         .replace("field: temp_c", "field: speed_kmh"),
+         8, "devices[0].baudrate", ("one of 4800, 9600",), ("9601",)),
+    Case("w1-bad-probe-id",
+         SERIAL_DEVICE.replace("serial", "w1").format(
+             options="    probes:\n      - id: 10-abc\n        field: temp_c\n"),
+         8, "devices[0].probes[0].id", ("a DS18B20 id such as 28-",), ("'10-abc'",)),
+    Case("bme280-wrong-address",
+         SERIAL_DEVICE.replace("serial", "bme280").format(options="    address: 0x40\n")
+         .replace("field: temp_c", "field: temperature_c"),
+         7, "devices[0].address", ("0x76 or 0x77",), ("64 (an integer)",)),
+    Case("bme280-field-not-offered",
+         SERIAL_DEVICE.replace("serial", "bme280").format(options=""), 9,
+         "devices[0].streams[0].field", ("humidity_pct", "temperature_c"), ("'temp_c'",)),
+    # -- report by exception ----------------------------------------------------------------
+    Case("deadband-not-a-number", edit("        delivery: at-least-once\n",
+                                       "        delivery: at-least-once\n        deadband: lots\n"),
+         11, "devices[0].streams[0].deadband", ("a number >= 0 or a percentage",), ("'lots'",)),
+    Case("deadband-negative", edit("        delivery: at-least-once\n",
+                                   "        delivery: at-least-once\n        deadband: -1\n"),
+         11, "devices[0].streams[0].deadband", ("a number >= 0",), ("-1 (an integer)",)),
+    Case("max-interval-not-a-duration", edit("        delivery: at-least-once\n",
+                                             "        delivery: at-least-once\n"
+                                             "        max_interval: x\n"),
+         11, "devices[0].streams[0].max_interval", ("a duration",), ("'x'",)),
     # -- streams --------------------------------------------------------------------------
     Case("streams-empty-list", before("    streams:") + "    streams: []\n", 7,
          "devices[0].streams", ("at least one stream",), ("an empty list",)),
