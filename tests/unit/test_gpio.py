@@ -94,6 +94,9 @@ class FakeLineRequest:
         self._lock = threading.Lock()
         self._events: list[gpiod.EdgeEvent] = []
         self.level = level
+        # The driver reads the level once it watches the fd: edges sent before that would
+        # already be in the level it starts from (a race the tests must not run into).
+        self.level_reads = 0
         self.released = False
         self._seq = 0
 
@@ -122,6 +125,7 @@ class FakeLineRequest:
         return events
 
     def get_value(self, line: int | str) -> Value:
+        self.level_reads += 1
         return Value.ACTIVE if self.level else Value.INACTIVE
 
     def release(self) -> None:
@@ -140,7 +144,7 @@ def test_edges_mode_reports_debounced_transitions_with_kernel_times() -> None:
     options = GpioOptions(line=17, mode="edges", edge="both", debounce=0.005, field="closed")
     sink = RecordingSink()
     with running(lambda s: read_line_forever(options, lambda: request, s), sink):
-        wait_for(lambda: sink.states, what="line requested")
+        wait_for(lambda: request.level_reads, what="the driver watching the line")
         t0 = time.monotonic_ns()
         request.emit(bounce(t0, True))
         wait_for(lambda: len(sink.fields) == 1, what="the press")
@@ -164,7 +168,7 @@ def test_counter_mode_counts_debounced_pulses_per_interval() -> None:
                           interval=0.3, field="tips")
     sink = RecordingSink()
     with running(lambda s: read_line_forever(options, lambda: request, s), sink):
-        wait_for(lambda: sink.states, what="line requested")
+        wait_for(lambda: request.level_reads, what="the driver watching the line")
         now = time.monotonic_ns()
         edges: list[tuple[bool, int]] = []
         for pulse in range(5):  # five bouncing pulses, 10 ms apart
@@ -212,7 +216,7 @@ def test_a_gap_in_the_kernel_sequence_numbers_is_counted() -> None:
     options = GpioOptions(line=17, mode="edges", debounce=0.0)
     sink = RecordingSink()
     with running(lambda s: read_line_forever(options, lambda: request, s), sink):
-        wait_for(lambda: sink.states, what="line requested")
+        wait_for(lambda: request.level_reads, what="the driver watching the line")
         request.emit([(True, time.monotonic_ns())])
         request.emit([(False, time.monotonic_ns())], skip=3)
         wait_for(lambda: len(sink.fields) == 2, what="both edges")
