@@ -29,12 +29,11 @@ decode), `invalid_utf8`, plus the framer's `line_too_long`/`line_truncated`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
-
-from pynmeagps import NMEAReader, exceptions
 
 from devices.base import DriverRun, RecordSink
 from devices.line_formats import Fields, ParseResult
@@ -56,9 +55,18 @@ _SENTENCE = re.compile(r"\$([A-Z][A-Z0-9]{4,5}),([\x20-\x7e]*)\*([0-9A-Fa-f]{2})
 _USED = ("GGA", "RMC", "VTG", "GSA")
 _PORT_PATH = re.compile(r"/\S.*")
 _BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
-# What pynmeagps raises for a sentence it cannot decode.
-_DECODE_ERRORS = (exceptions.NMEAParseError, exceptions.NMEAMessageError,
-                  exceptions.NMEATypeError, ValueError, IndexError, TypeError)
+
+
+@functools.cache
+def _decoder() -> tuple[Any, tuple[type[Exception], ...]]:
+    """pynmeagps' parser and what it raises for a sentence it cannot decode.
+
+    Loaded with the first sentence, so a gateway without a GPS does not carry it.
+    """
+    from pynmeagps import NMEAReader, exceptions  # noqa: PLC0415
+
+    return NMEAReader.parse, (exceptions.NMEAParseError, exceptions.NMEAMessageError,
+                              exceptions.NMEATypeError, ValueError, IndexError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,10 @@ def parse_nmea(line: bytes) -> ParseResult:
     kind = address[2:] if len(address) == 5 else address[-3:]
     if kind not in _USED:
         return None
+    parse, errors = _decoder()
     try:
-        message: Any = NMEAReader.parse(line.strip(), validate=0)
-    except _DECODE_ERRORS as exc:
+        message: Any = parse(line.strip(), validate=0)
+    except errors as exc:
         return Rejected(BAD_NMEA, f"{kind}: {_first_line(exc)}: {excerpt(text)}")
     if message is None:
         return Rejected(BAD_NMEA, f"{kind}: not decodable: {excerpt(text)}")
