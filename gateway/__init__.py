@@ -1,3 +1,3 @@
 """mqtt-gateway: sensors -> durable SQLite outbox -> MQTT -> deduplicating consumer."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
