@@ -219,15 +219,19 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.summary_interval)
             figures = (self.intake.read, self.stored, self.publisher.acknowledged,
-                       self.publisher.sent_volatile, self.intake.dropped_total)
+                       self.publisher.sent_volatile, self.intake.dropped_total,
+                       self.intake.suppressed_total)
             if figures == last and self.broker_up:
                 continue
             last = figures
             backlog = self.outbox.pending_count()
             state = "connected" if self.broker_up else (
                 f"unreachable for {time.monotonic() - (self._down_since or time.monotonic()):.0f}s")
+            # Suppressed by report by exception: not a loss, shown apart from the drops.
+            suppressed = f", suppressed {figures[5]}" if figures[5] else ""
             log.info("summary: read %d, stored %d, acknowledged %d, at-most-once sent %d, "
-                     "dropped %d; backlog %d; broker %s", *figures, backlog, state)
+                     "dropped %d%s; backlog %d; broker %s", *figures[:5], suppressed, backlog,
+                     state)
 
     # -- life cycle --------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:

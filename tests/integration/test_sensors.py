@@ -12,6 +12,7 @@ that goes silent is counted while the other slave keeps being read.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,4 +182,6 @@ def test_probes_and_modbus_end_to_end_with_report_by_exception(rig: SensorRig) -
     assert {value for _, value in rig.rows("voltage")} == {230.5}
     assert {value for _, value in rig.rows("energy")} == {1234.56}
     assert rig.gateway.log_text().count("slave=2 not answering") == 1
+    assert re.search(r"summary: read \d+, stored \d+, acknowledged \d+, at-most-once sent \d+, "
+                     r"dropped \d+, suppressed [1-9]\d*;", rig.gateway.log_text())
     assert "No response received" not in rig.gateway.log_text()
