@@ -29,12 +29,8 @@ import random
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.harness import (
     GATEWAY_ID,
@@ -50,17 +46,13 @@ from bench.harness import (
     stop,
     workdir,
 )
-from bench.raw_paho import payload
+from bench.raw_paho import payload, publish_all
 from gateway.envelope import Envelope, encode
 from gateway.identity import new_epoch
 from tests.support.procs import REPO
 from tests.support.waiting import wait_for
 
-WINDOW = 20  # raw paho's best in-flight window on this broker (bench/raw_paho.py)
 RAW_CLIENT_ID = "bench-raw-drain"
-# Messages handed to paho and not yet acknowledged: paho keys them by packet id, which
-# wraps at 65535, so more than that queued at once overwrite each other and never settle.
-QUEUED = 10_000
 
 
 def messages(count: int, streams: int, share: float, seed: int) -> tuple[list[tuple[str, bytes]], int]:
@@ -91,38 +83,12 @@ def messages(count: int, streams: int, share: float, seed: int) -> tuple[list[tu
     return out, len(resends)
 
 
-def publish(port: int, batch: list[tuple[str, bytes]], qos: int = 1) -> float:
-    """Publish every message with paho (window `WINDOW`, at most `QUEUED` unacknowledged);
-    seconds until the last is acked."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(WINDOW)
-    client.max_queued_messages_set(0)
-    acked = threading.Event()
-    room = threading.Semaphore(QUEUED)
-    settled = 0
-
-    def on_publish(_c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
-        nonlocal settled
-        settled += 1
-        room.release()
-        if settled >= len(batch):
-            acked.set()
-
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port, keepalive=30)
-    client.loop_start()
-    began = time.monotonic()
-    try:
-        for topic, body in batch:
-            if not room.acquire(timeout=60):
-                raise RuntimeError(f"no PUBACK for 60 s ({settled} of {len(batch)} acknowledged)")
-            client.publish(topic, body, qos=qos)
-        if not acked.wait(600):
-            raise RuntimeError(f"only {settled} of {len(batch)} publishes acknowledged in 600 s")
-        return time.monotonic() - began
-    finally:
-        client.disconnect()
-        client.loop_stop()
+def publish(port: int, batch: list[tuple[str, bytes]]) -> float:
+    """Publish every message at QoS 1 with raw paho; seconds until the last is acknowledged."""
+    start, end, settled = publish_all(port, len(batch), batch.__getitem__, 1)
+    if settled < len(batch):
+        raise RuntimeError(f"only {settled} of {len(batch)} publishes acknowledged")
+    return end - start
 
 
 def counters(db: Path) -> tuple[int, int]:

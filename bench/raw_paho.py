@@ -21,6 +21,7 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,6 +29,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 MAX_QUEUED = 10_000
+# mosquitto's Receive Maximum, and raw paho's best window here: 100 and 1000 are slower,
+# as paho rescans its queue on every ack (bench/README.md).
+WINDOW = 20
 # The same size as the gateway's envelope for the bench streams (~190 bytes).
 PAD = "x" * 120
 
@@ -37,7 +41,7 @@ def payload(n: int) -> bytes:
     return json.dumps({"n": n, "sent": time.time(), "pad": PAD}).encode()
 
 
-def _client(client_id: str, persistent: bool) -> mqtt.Client:
+def _client(client_id: str) -> mqtt.Client:
     return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                        protocol=mqtt.MQTTv5)
 
@@ -45,7 +49,7 @@ def _client(client_id: str, persistent: bool) -> mqtt.Client:
 def subscribe(port: int, topic: str, qos: int, count: int, client_id: str | None) -> None:
     """Count arrivals; print the summary after `count` or 60 s of silence."""
     persistent = client_id is not None
-    client = _client(client_id or "", persistent)
+    client = _client(client_id or "")
     state = {"count": 0, "first": 0.0, "last": 0.0, "heard": time.monotonic()}
     latencies: list[float] = []
     done = threading.Event()
@@ -85,20 +89,27 @@ def subscribe(port: int, topic: str, qos: int, count: int, client_id: str | None
                       "latencies": latencies}), flush=True)
 
 
-def publish(port: int, topic: str, qos: int, count: int, rate: float, window: int) -> None:
-    """Publish `count` payloads; print when the last is acknowledged."""
-    client = _client("", False)
+def publish_all(port: int, count: int, message: Callable[[int], tuple[str, bytes]], qos: int,
+                *, rate: float = 0.0, window: int = WINDOW) -> tuple[float, float, int]:
+    """Publish `message(n)` (topic, payload) for n in range(count), as fast as paho takes
+    them (`rate` 0) or at `rate` per second, with an in-flight window of `window`;
+    wall-clock start and end, and how many were acknowledged (all, unless the broker
+    stopped answering for 60 s, or 300 s at the end).
+
+    paho's packet ids wrap at 65,535: more unacknowledged than that overwrite each other
+    (DESIGN.md 6), so at most MAX_QUEUED wait at once.
+    """
+    client = _client("")
     client.max_inflight_messages_set(window)
     client.max_queued_messages_set(0)
+    room = threading.Semaphore(MAX_QUEUED)
     acked = threading.Event()
-    room = threading.Condition()
     settled = 0
 
     def on_publish(_c: mqtt.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
         nonlocal settled
-        with room:
-            settled += 1
-            room.notify()
+        settled += 1
+        room.release()
         if settled >= count:
             acked.set()
 
@@ -108,22 +119,25 @@ def publish(port: int, topic: str, qos: int, count: int, rate: float, window: in
     start = time.time()
     gap = 1.0 / rate if rate > 0 else 0.0
     due = time.monotonic()
-    for n in range(count):
-        if qos:
-            # paho's packet ids wrap at 65,535: more unacknowledged than that overwrite
-            # each other (DESIGN.md 6), so at most MAX_QUEUED wait at once.
-            with room:
-                room.wait_for(lambda: n - settled < MAX_QUEUED, timeout=60)  # noqa: B023
-        client.publish(topic, payload(n), qos=qos)
-        if gap:
-            due += gap
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-    acked.wait(300)
-    end = time.time()
-    client.disconnect()
-    client.loop_stop()
+    try:
+        for n in range(count):
+            if not room.acquire(timeout=60):
+                break
+            client.publish(*message(n), qos=qos)
+            if gap:
+                due += gap
+                time.sleep(max(0.0, due - time.monotonic()))
+        acked.wait(300)
+        return start, time.time(), settled
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish(port: int, topic: str, qos: int, count: int, rate: float, window: int) -> None:
+    """Publish `count` payloads; print when the last is acknowledged."""
+    start, end, settled = publish_all(port, count, lambda n: (topic, payload(n)), qos, rate=rate,
+                                      window=window)
     print(json.dumps({"start": start, "end": end, "settled": settled}), flush=True)
 
 
@@ -143,9 +157,7 @@ def main() -> None:
     p.add_argument("qos", type=int)
     p.add_argument("count", type=int)
     p.add_argument("rate", type=float)
-    # 20 (mosquitto's Receive Maximum) is raw paho's best here: 100 and 1000 are slower,
-    # as paho rescans its queue on every ack (bench/README.md).
-    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--window", type=int, default=WINDOW)
     args = parser.parse_args()
     if args.role == "sub":
         subscribe(args.port, args.topic, args.qos, args.count, args.persistent)

@@ -6,6 +6,7 @@ unknown major version `v` with a counted reason instead of crashing.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -56,14 +57,15 @@ def format_ts(ts: float) -> str:
         second, us = second + 1, us - 1_000_000
     elif us < 0:
         second, us = second - 1, us + 1_000_000
-    if second != _last_second[0]:
-        moment = datetime.fromtimestamp(second, UTC)
-        # Not strftime alone: its %Y does not pad years before 1000 to the four digits RFC 3339 needs.
-        _last_second[:] = [second, f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.")]
-    return f"{_last_second[1]}{us // 1000:03d}Z"
+    return f"{_second_text(second)}{us // 1000:03d}Z"
 
 
-_last_second: list[Any] = [None, ""]  # the second format_ts formatted last, and its text
+@functools.lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    """`2026-11-26T21:00:00.` for a whole Unix second."""
+    moment = datetime.fromtimestamp(second, UTC)
+    # Not strftime alone: its %Y does not pad years before 1000 to the four digits RFC 3339 needs.
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.")
 
 
 def parse_ts(text: str) -> float | None:

@@ -46,9 +46,9 @@ class Publisher:
         self._max_inflight = max_inflight
         self._max_payload = max_payload_bytes
         self._max_packet: int | None = None
-        self._cursor = 0  # the last row sent of the backlog lane (or the only lane)
-        self._live_from: int | None = None  # rows after this id form the live lane
-        self._live_cursor = 0
+        self._cursor = 0  # the last row sent, in id order (the live lane)
+        # The backlog found at a connect: (the last of its rows sent, its last row).
+        self._backlog: tuple[int, int] | None = None
         self._retry: list[int] = []
         self._in_flight_rows: dict[int, OutboxRow] = {}
         self._quarantine_logged: set[tuple[str, str, str]] = set()
@@ -77,11 +77,11 @@ class Publisher:
         self.window.resize(min(self._max_inflight, session.receive_maximum))
         self._max_packet = session.maximum_packet_size
         last = self.outbox.last_id()
-        if self._live_from is None and last > self._cursor:
+        if self._backlog is None and last > self._cursor:
             # What is stored now is the backlog; what is stored from here on goes first.
             # (Reconnecting during a drain keeps both lanes: the live lane holds what came
             # meanwhile and still goes first.)
-            self._live_from = self._live_cursor = last
+            self._backlog, self._cursor = (self._cursor, last), last
         self.wake()
 
     def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
@@ -125,23 +125,15 @@ class Publisher:
             room = self.window.room
         if room < max(1, self.window.capacity // 4) and len(self.window):
             return  # wait for more acknowledgements: refill in batches
-        if self._live_from is not None:
-            rows = self.outbox.fetch(self._live_cursor, room)
-            if rows:
-                self._live_cursor = rows[-1].id
-                self._send_rows(rows)
-                room = self.window.room
-            if room:
-                rows = self.outbox.fetch(self._cursor, room, up_to=self._live_from)
-                if rows:
-                    self._cursor = rows[-1].id
-                    self._send_rows(rows)
-                else:  # the backlog is sent: one lane again
-                    self._cursor, self._live_from = self._live_cursor, None
-            return
         rows = self.outbox.fetch(self._cursor, room)
         if rows:
             self._cursor = rows[-1].id
+            self._send_rows(rows)
+            room = self.window.room
+        if room and self._backlog is not None:
+            sent, last = self._backlog
+            rows = self.outbox.fetch(sent, room, up_to=last)
+            self._backlog = (rows[-1].id, last) if rows else None  # None: the backlog is sent
             self._send_rows(rows)
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
