@@ -99,18 +99,21 @@ class DeviceSink:
     def __init__(self, device: DeviceConfig, intake: Intake, topics: dict[str, str],
                  confirm: frozenset[str] = frozenset()) -> None:
         self.device = device
-        self._confirm = confirm  # streams whose rows wait for the consumer's confirmation
         self.intake = intake
-        self._topics = topics
         self._up: bool | None = None
         self._reasons_seen: set[str] = set()
-        self._filters = {stream.name: ExceptionFilter(stream.report)
-                         for stream in device.streams if stream.report.active}
+        # Per stream, worked out once: its topic, whether its rows wait for the consumer's
+        # confirmation, and its report-by-exception filter (None: every reading goes).
+        self._routes = [
+            (stream, topics[stream.name], stream.name in confirm,
+             ExceptionFilter(stream.report) if stream.report.active else None)
+            for stream in device.streams
+        ]
 
     def record(self, record: Record) -> None:
         """Map one record onto the device's streams."""
         fields = record.fields
-        for stream in self.device.streams:
+        for stream, topic, confirm, gate in self._routes:
             value = fields.get(stream.field, _MISSING)
             if value is _MISSING:
                 if record.partial:
@@ -122,13 +125,11 @@ class DeviceSink:
                 self._reject("bad_value", stream.name,
                              f"stream {stream.name}: value {value!r:.40} is not valid JSON")
                 continue
-            gate = self._filters.get(stream.name)
             if gate is not None and not gate.admit(record.ts, value):
                 self.intake.suppress(self.device.id, stream.name)
                 continue
             self.intake.accept(NewReading(self.device.id, stream.name, stream.delivery.qos,
-                                          record.ts, value, stream.unit, self._topics[stream.name],
-                                          stream.name in self._confirm))
+                                          record.ts, value, stream.unit, topic, confirm))
 
     def rejected(self, reason: str, detail: str) -> None:
         """Count input the driver could not turn into a record."""
