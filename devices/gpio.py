@@ -153,14 +153,11 @@ def request_line(options: GpioOptions) -> LineRequest:
     import gpiod  # noqa: PLC0415 - optional at import time, see the module docstring
     from gpiod.line import Bias, Direction, Edge  # noqa: PLC0415
 
-    edges = {"rising": Edge.RISING, "falling": Edge.FALLING, "both": Edge.BOTH}
     biases = {"as-is": Bias.AS_IS, "pull-up": Bias.PULL_UP, "pull-down": Bias.PULL_DOWN,
               "disabled": Bias.DISABLED}
-    detect = Edge.NONE if options.mode == "level" else edges[options.edge]
-    if options.mode == "edges" and options.edge != "both":
-        detect = Edge.BOTH  # the debouncer needs both directions to see bounces
-    if options.mode == "counter":
-        detect = Edge.BOTH
+    # Edges and counter modes watch both directions whatever `edge` says: the debouncer
+    # needs both to see bounces; `edge` picks the transitions reported or counted.
+    detect = Edge.NONE if options.mode == "level" else Edge.BOTH
     settings = gpiod.LineSettings(direction=Direction.INPUT, edge_detection=detect,
                                   bias=biases[options.bias], active_low=options.active_low)
     request: LineRequest = gpiod.request_lines(options.chip, consumer="mqtt-gateway",

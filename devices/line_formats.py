@@ -27,8 +27,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from devices.base import JsonValue
-from devices.line_framing import Rejected, excerpt
+from devices.line_framing import Rejected, excerpt, first_line
 from gateway.strict_json import NonFiniteNumberError, loads_strict
+
+FORBIDDEN_DELIMITERS = '\r\n"'  # what a csv delimiter may not be: a quote or a newline
 
 Fields = dict[str, JsonValue]
 ParseResult = Fields | Rejected | None
@@ -93,7 +95,7 @@ def parse_json(line: bytes) -> ParseResult:
     except NonFiniteNumberError as exc:
         return Rejected(BAD_JSON, f"{exc}: {excerpt(text)}")
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        return Rejected(BAD_JSON, f"{_first_words(exc)}: {excerpt(text)}")
+        return Rejected(BAD_JSON, f"{first_line(exc)}: {excerpt(text)}")
     except RecursionError:
         return Rejected(BAD_JSON, f"nested too deeply: {excerpt(text)}")
     if not isinstance(value, dict):
@@ -118,7 +120,7 @@ def csv_parser(columns: Sequence[str], delimiter: str = ",") -> LineParser:
     names = tuple(columns)
     if not names:
         raise ValueError("csv needs at least one column")
-    if len(delimiter) != 1 or delimiter in '\r\n"':
+    if len(delimiter) != 1 or delimiter in FORBIDDEN_DELIMITERS:
         raise ValueError(f"csv delimiter must be one character other than a quote or newline, "
                          f"not {delimiter!r}")
 
@@ -129,7 +131,7 @@ def csv_parser(columns: Sequence[str], delimiter: str = ",") -> LineParser:
         try:
             rows = list(csv.reader([text], delimiter=delimiter, strict=True))
         except csv.Error as exc:
-            return Rejected(BAD_CSV, f"{_first_words(exc)}: {excerpt(text)}")
+            return Rejected(BAD_CSV, f"{first_line(exc)}: {excerpt(text)}")
         values = rows[0] if rows else []
         if len(values) != len(names):
             return Rejected(
@@ -197,10 +199,3 @@ def _text(line: bytes) -> str | Rejected | None:
     except UnicodeDecodeError as exc:
         return Rejected(INVALID_UTF8, f"bad byte at offset {exc.start}: {excerpt(line)}")
     return text if text.strip() else None
-
-
-
-def _first_words(exc: Exception) -> str:
-    """The first line of an exception's message, cut short."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= 60 else text[:57] + "..."

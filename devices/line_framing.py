@@ -156,3 +156,9 @@ class LineFramer:
         return Rejected(
             LINE_TOO_LONG, f"line longer than {self.max_line_bytes} bytes: {excerpt(prefix)}..."
         )
+
+
+def first_line(exc: BaseException, limit: int = 60) -> str:
+    """The first line of an exception's message (or its type's name), cut to `limit`."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -37,7 +37,7 @@ from typing import Any
 
 from devices.base import DriverRun, RecordSink
 from devices.line_formats import Fields, ParseResult
-from devices.line_framing import Rejected, excerpt
+from devices.line_framing import Rejected, excerpt, first_line
 from devices.serial_port import SerialOptions, read_lines_forever
 from gateway.config_reader import MapReader
 
@@ -122,7 +122,7 @@ def parse_nmea(line: bytes) -> ParseResult:
     try:
         message: Any = parse(line.strip(), validate=0)
     except errors as exc:
-        return Rejected(BAD_NMEA, f"{kind}: {_first_line(exc)}: {excerpt(text)}")
+        return Rejected(BAD_NMEA, f"{kind}: {first_line(exc)}: {excerpt(text)}")
     if message is None:
         return Rejected(BAD_NMEA, f"{kind}: not decodable: {excerpt(text)}")
     return _FIELDS_OF[kind](message)
@@ -193,11 +193,6 @@ def _int(value: object) -> int | None:
 
 def _drop_none(fields: Fields) -> Fields:
     return {key: value for key, value in fields.items() if value is not None}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_options(reader: MapReader) -> NmeaOptions | None:

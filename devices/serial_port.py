@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import serial_asyncio_fast
 
 from devices.base import DriverRun, Record, RecordSink
-from devices.line_formats import FORMATS, LineParser, parser_for
+from devices.line_formats import FORBIDDEN_DELIMITERS, FORMATS, LineParser, parser_for
 from devices.line_framing import LineFramer, Rejected
 from gateway.backoff import Backoff
 from gateway.config_reader import MapReader, describe
 
 _PORT_PATH = re.compile(r"/\S.*")
-_FORBIDDEN_DELIMITERS = '\r\n"'
 _READ_CHUNK = 4096
 _CLOSE_TIMEOUT = 2.0
 _HINTS = {
@@ -275,7 +274,7 @@ def _check_delimiter(reader: MapReader, delimiter: str | None) -> str | None:
     """The csv delimiter is one character other than a quote or newline."""
     if delimiter is None:
         return None
-    if len(delimiter) != 1 or delimiter in _FORBIDDEN_DELIMITERS:
+    if len(delimiter) != 1 or delimiter in FORBIDDEN_DELIMITERS:
         reader.problem(
             "delimiter",
             "one character other than a double quote or newline, such as ',' or ';'",

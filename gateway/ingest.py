@@ -102,10 +102,10 @@ class DeviceSink:
         self.intake = intake
         self._up: bool | None = None
         self._reasons_seen: set[str] = set()
-        # Per stream, worked out once: its topic, whether its rows wait for the consumer's
-        # confirmation, and its report-by-exception filter (None: every reading goes).
+        # Per stream, worked out once: its QoS, its topic, whether its rows wait for the
+        # consumer's confirmation, and its report-by-exception filter (None: all readings go).
         self._routes = [
-            (stream, topics[stream.name], stream.name in confirm,
+            (stream, stream.delivery.qos, topics[stream.name], stream.name in confirm,
              ExceptionFilter(stream.report) if stream.report.active else None)
             for stream in device.streams
         ]
@@ -113,7 +113,7 @@ class DeviceSink:
     def record(self, record: Record) -> None:
         """Map one record onto the device's streams."""
         fields = record.fields
-        for stream, topic, confirm, gate in self._routes:
+        for stream, qos, topic, confirm, gate in self._routes:
             value = fields.get(stream.field, _MISSING)
             if value is _MISSING:
                 if record.partial:
@@ -128,8 +128,8 @@ class DeviceSink:
             if gate is not None and not gate.admit(record.ts, value):
                 self.intake.suppress(self.device.id, stream.name)
                 continue
-            self.intake.accept(NewReading(self.device.id, stream.name, stream.delivery.qos,
-                                          record.ts, value, stream.unit, topic, confirm))
+            self.intake.accept(NewReading(self.device.id, stream.name, qos, record.ts, value,
+                                          stream.unit, topic, confirm))
 
     def rejected(self, reason: str, detail: str) -> None:
         """Count input the driver could not turn into a record."""

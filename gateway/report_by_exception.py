@@ -62,8 +62,10 @@ def parse_deadband(value: object) -> Deadband | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
-        return Deadband(number) if math.isfinite(number) and number >= 0 else None
+        try:
+            return Deadband(float(value))  # which refuses what is not finite or is negative
+        except (ValueError, OverflowError):
+            return None
     if isinstance(value, str):
         match = _PERCENT.fullmatch(value)
         if match is not None:
