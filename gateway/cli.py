@@ -14,10 +14,7 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import load_gateway_config
-from gateway.config_check import check_file
 from gateway.config_common import ConfigError
-from gateway.consumer_config import load_consumer_config
 from gateway.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
 from gateway.install import (
     DEFAULT_USER,
@@ -32,11 +29,12 @@ from gateway.install import (
     uninstall_plan,
 )
 from gateway.logs import setup_logging
-from gateway.status import StatusError, read_status, render_status
-from gateway.store import Outbox
-from gateway.store_sql import StoreError
 
 log = logging.getLogger("gateway")
+
+# Each command imports the modules it needs when it runs (PLC0415 below): the gateway
+# does not carry the consumer's database code, nor the consumer the store and the
+# device drivers (RSS on a small device).
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,12 +106,16 @@ def _print_problems(exc: ConfigError) -> None:
 
 
 def _check(path: Path) -> int:
+    from gateway.config_check import check_file  # noqa: PLC0415
+
     kind, summary = check_file(path)
     print(f"{path}: valid {kind} config: {summary}")
     return 0
 
 
 def _status(path: Path, as_json: bool) -> int:
+    from gateway.config import load_gateway_config  # noqa: PLC0415
+    from gateway.status import StatusError, read_status, render_status  # noqa: PLC0415
 
     config = load_gateway_config(path)
     try:
@@ -136,6 +138,10 @@ def _secrets(credentials: BrokerCredentials) -> BrokerSecrets | None:
 
 
 def _run(path: Path, level: str) -> int:
+    from gateway.config import load_gateway_config  # noqa: PLC0415
+    from gateway.service import serve  # noqa: PLC0415
+    from gateway.store import Outbox  # noqa: PLC0415
+    from gateway.store_sql import StoreError  # noqa: PLC0415
 
     setup_logging(level)
     config = load_gateway_config(path)
@@ -150,8 +156,6 @@ def _run(path: Path, level: str) -> int:
         return 1
     clean = ok = marked = False
     try:
-        from gateway.service import serve  # noqa: PLC0415 - see _consume
-
         ok = asyncio.run(serve(config, outbox, secrets))
         clean = True
     finally:
@@ -163,15 +167,14 @@ def _run(path: Path, level: str) -> int:
 
 
 def _consume(path: Path, level: str) -> int:
+    from gateway.consumer import consume  # noqa: PLC0415
+    from gateway.consumer_config import load_consumer_config  # noqa: PLC0415
+
     setup_logging(level)
     config = load_consumer_config(path)
     secrets = _secrets(config.credentials)
     if secrets is None:
         return 1
-    # Each command loads only its own modules: the gateway does not carry the consumer's
-    # database code, nor the consumer the store's (RSS on a small device).
-    from gateway.consumer import consume  # noqa: PLC0415
-
     return consume(config, secrets)
 
 
