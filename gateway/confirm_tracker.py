@@ -42,7 +42,7 @@ class ConfirmationTracker:
 
     def subscribe(self) -> None:
         """Subscribe to the confirmation topic (after every CONNACK)."""
-        self.link.client.subscribe(self.topic, qos=1)
+        self.link.subscribe(self.topic, qos=1)
 
     def on_message(self, message: mqtt.MQTTMessage) -> None:
         """Check one confirmation message and keep its trustworthy marks."""

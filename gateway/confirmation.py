@@ -41,6 +41,9 @@ def confirm_topic(prefix: str) -> str:
     return f"{prefix}/{CONFIRM_LEVEL}"
 
 
+_CONFIRM_SUFFIX = "/" + CONFIRM_LEVEL
+
+
 def prefix_of(topic: str) -> str | None:
     """The topic prefix of a reading's topic `{prefix}/{device}/{stream}`."""
     parts = topic.rsplit("/", 2)
@@ -49,7 +52,7 @@ def prefix_of(topic: str) -> str | None:
 
 def is_confirm_topic(topic: str) -> bool:
     """True for a confirmation topic (which a consumer subscribed to `gw/#` also sees)."""
-    return topic.endswith("/" + CONFIRM_LEVEL)
+    return topic.endswith(_CONFIRM_SUFFIX)
 
 
 def ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:

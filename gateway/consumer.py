@@ -81,7 +81,6 @@ class Consumer:
         self.confirmations_sent = 0
         self.fresh = 0
         self.duplicates = 0
-        self.rejected = 0
         self.rejects: Counter[str] = Counter()  # by reason, for the metrics endpoint
         self.on_committed: Callable[[list[Envelope]], None] | None = None  # metrics: lag
         self.committer_at = time.monotonic()  # the watchdog's proof of progress
@@ -95,8 +94,7 @@ class Consumer:
         self._subscribe()
 
     def _subscribe(self) -> None:
-        if self.link.connected:
-            self.link.client.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
+        self.link.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
 
     def _on_subscribe(self, mid: int, codes: list[ReasonCode]) -> None:
         refused = [code for code in codes if code.is_failure]
@@ -113,8 +111,14 @@ class Consumer:
             log.warning("%s; unacknowledged messages will be redelivered after reconnecting",
                         reason)
 
+    @property
+    def rejected(self) -> int:
+        """Payloads rejected so far, of every reason."""
+        return self.rejects.total()
+
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
-        if is_confirm_topic(message.topic):
+        topic = message.topic  # paho decodes it on every access
+        if is_confirm_topic(topic):
             # Confirmations (ours or another consumer's) are for gateways, not readings.
             if message.qos > 0:
                 self.link.ack(message.mid, message.qos)
@@ -124,7 +128,7 @@ class Consumer:
             # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
             self._overflow += 1
             return
-        self._batch.append(_Inbound(message.mid, message.qos, message.topic, bytes(message.payload),
+        self._batch.append(_Inbound(message.mid, message.qos, topic, bytes(message.payload),
                                     self.link.generation))
         if len(self._batch) >= self.config.commit_batch:
             self._commit_now.set()
@@ -148,8 +152,7 @@ class Consumer:
                 self._note_reject(item.topic, decoded)
                 continue
             readings.append(decoded)
-            prefix = prefix_of(item.topic)
-            if decoded.confirm and prefix is not None:
+            if decoded.confirm and (prefix := prefix_of(item.topic)) is not None:
                 to_confirm.append((prefix, decoded))
         if self._overflow:
             rejects["at_most_once_overflow"] += self._overflow
@@ -158,7 +161,6 @@ class Consumer:
         self._batch = []
         self.fresh += fresh
         self.duplicates += duplicates
-        self.rejected += sum(rejects.values())
         self.rejects.update(rejects)
         if self.on_committed is not None and readings:
             self.on_committed(readings)
@@ -180,9 +182,7 @@ class Consumer:
             marks = [Mark(epoch, device, stream, first, last)
                      for (epoch, device, stream), found in sorted(streams.items())
                      for first, last in ranges(found)]
-            if self.link.connected:
-                self.link.client.publish(confirm_topic(prefix), encode_marks(gateway, marks),
-                                         qos=1)
+            if self.link.publish(confirm_topic(prefix), encode_marks(gateway, marks), 1) is not None:
                 self.confirmations_sent += 1
 
     def _note_reject(self, topic: str, reason: Undecodable) -> None:

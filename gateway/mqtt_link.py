@@ -339,6 +339,11 @@ class MqttLink:
             return info.mid if qos > 0 else None
         return info.mid
 
+    def subscribe(self, topic: str, qos: int) -> None:
+        """Subscribe, when connected (callers subscribe again after every CONNACK)."""
+        if self.connected:
+            self.client.subscribe(topic, qos=qos)
+
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge a received message (manual-ack mode)."""
         self.client.ack(mid, qos)
@@ -365,7 +370,7 @@ class MqttLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
                     props: Properties | None) -> None:
-        pubrec = self.client.pubrec_codes.pop(mid, None)
+        pubrec = self.client.pubrec_codes.pop(mid, None) if self.client.pubrec_codes else None
         if self._sent_at:
             sent = self._sent_at.pop(mid, None)
             if sent is not None and self.on_latency is not None:

@@ -26,11 +26,10 @@ log = logging.getLogger("gateway.supervision")
 class Supervision:
     """The service manager's and the monitoring's view of one running service."""
 
-    def __init__(self, notifier: Notifier | None = None, metrics: MetricsEndpoint | None = None,
-                 interval: float | None = None) -> None:
-        self.notifier = notifier if notifier is not None else Notifier.from_env()
+    def __init__(self, metrics: MetricsEndpoint | None = None) -> None:
+        self.notifier = Notifier.from_env()
         self.metrics = metrics
-        self.interval = interval if interval is not None else watchdog_interval()
+        self.interval = watchdog_interval()
         self._pinger: asyncio.Task[None] | None = None
 
     def ready(self, status: str, probe: Callable[[], Progress], commit_interval: float,

@@ -69,8 +69,7 @@ class StallDetector:
 
 
 async def keep_alive(notifier: Notifier, interval: float, detector: StallDetector,
-                     probe: Callable[[], Progress],
-                     describe: Callable[[], str] | None = None) -> None:
+                     probe: Callable[[], Progress], describe: Callable[[], str]) -> None:
     """Ping every `interval` seconds while `detector` finds no problem; never returns."""
     stuck: str | None = None
     status_at = 0.0
@@ -86,7 +85,7 @@ async def keep_alive(notifier: Notifier, interval: float, detector: StallDetecto
                       "service", problem)
         stuck = problem
         now = time.monotonic()
-        if describe is not None and now - status_at >= STATUS_EVERY:
+        if now - status_at >= STATUS_EVERY:
             status_at = now
             text = describe()
             if text != last_status:
