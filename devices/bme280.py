@@ -28,7 +28,7 @@ from typing import Protocol
 from devices import bme280_compensation as comp
 from devices.base import DriverRun, Record, RecordSink
 from devices.line_framing import Rejected
-from devices.simulator import TickSchedule
+from devices.tick_schedule import TickSchedule
 from gateway.backoff import Backoff
 from gateway.config_reader import MapReader, describe
 

@@ -36,6 +36,7 @@ from devices.base import DriverRun, Record, RecordSink
 from devices.line_framing import Rejected
 from devices.modbus_decoding import NUMBER_TYPES, WORD_ORDERS, Decoding, decode_bits, decode_registers
 from devices.modbus_schedule import PollSchedule
+from devices.serial_port import read_baudrate, read_port
 from gateway.backoff import Backoff
 from gateway.config_reader import MapReader, describe
 
@@ -45,7 +46,6 @@ NO_RESPONSE = "modbus_no_response"
 MODBUS_EXCEPTION = "modbus_exception"
 TABLES = ("holding", "input", "coil", "discrete")
 PARITIES = {"none": "N", "even": "E", "odd": "O"}
-_PORT_PATH = re.compile(r"/\S.*")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
@@ -91,12 +91,8 @@ def read_options(reader: MapReader) -> ModbusOptions | None:
         The options, or None when any of these keys had a problem.
     """
     before = len(reader.problems)
-    port = reader.string("port", required=True, pattern=_PORT_PATH,
-                         expected="an absolute device path such as /dev/ttyUSB0")
-    baudrate = reader.integer("baudrate", default=9600)
-    if baudrate is not None and baudrate not in _BAUDRATES:
-        reader.problem("baudrate", "one of " + ", ".join(map(str, _BAUDRATES)),
-                       f"{baudrate} (an integer)")
+    port = read_port(reader)
+    baudrate = read_baudrate(reader, _BAUDRATES)
     parity = reader.choice("parity", tuple(PARITIES), default="none")
     stopbits = reader.integer("stopbits", default=1, minimum=1, maximum=2)
     timeout = reader.duration("timeout", default=1.0, minimum=0.01, maximum=10.0)

@@ -38,7 +38,7 @@ from typing import Any
 from devices.base import DriverRun, RecordSink
 from devices.line_formats import Fields, ParseResult
 from devices.line_framing import Rejected, excerpt, first_line
-from devices.serial_port import SerialOptions, read_lines_forever
+from devices.serial_port import SerialOptions, read_baudrate, read_lines_forever, read_port
 from gateway.config_reader import MapReader
 
 BAD_CHECKSUM = "bad_checksum"
@@ -53,7 +53,6 @@ FIELDS = frozenset({
 })
 _SENTENCE = re.compile(r"\$([A-Z][A-Z0-9]{4,5}),([\x20-\x7e]*)\*([0-9A-Fa-f]{2})")
 _USED = ("GGA", "RMC", "VTG", "GSA")
-_PORT_PATH = re.compile(r"/\S.*")
 _BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
 
 
@@ -205,12 +204,8 @@ def read_options(reader: MapReader) -> NmeaOptions | None:
         The options, or None when any of these keys had a problem.
     """
     before = len(reader.problems)
-    port = reader.string("port", required=True, pattern=_PORT_PATH,
-                         expected="an absolute device path such as /dev/ttyACM0")
-    baudrate = reader.integer("baudrate", default=9600)
-    if baudrate is not None and baudrate not in _BAUDRATES:
-        reader.problem("baudrate", "one of " + ", ".join(map(str, _BAUDRATES)),
-                       f"{baudrate} (an integer)")
+    port = read_port(reader, "/dev/ttyACM0")
+    baudrate = read_baudrate(reader, _BAUDRATES)
     reopen_max = reader.duration("reopen_max", default=30.0, minimum=0.1)
     if len(reader.problems) > before or port is None or baudrate is None:
         return None

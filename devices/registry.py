@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from devices import bme280, gpio, modbus, nmea, serial_port, simulator, w1
@@ -27,59 +28,28 @@ class DriverSpec:
     offered_fields: Callable[[Any], frozenset[str] | None]
     start: Callable[[str, Any], DriverRun]
 
+    @classmethod
+    def of(cls, name: str, summary: str, module: ModuleType) -> DriverSpec:
+        """The entry of a driver module (its `read_options`, `offered_fields`, `start`)."""
+        return cls(name, summary, module.read_options, module.offered_fields, module.start)
+
 
 DRIVERS: dict[str, DriverSpec] = {
     spec.name: spec
     for spec in (
-        DriverSpec(
-            name="serial",
-            summary="line-oriented sensor on a serial port (json, csv or key=value lines)",
-            read_options=serial_port.read_options,
-            offered_fields=serial_port.offered_fields,
-            start=serial_port.start,
-        ),
-        DriverSpec(
-            name="simulator",
-            summary="simulated climate sensor: random-walk temperature and humidity, "
-            "a counter and a rare alarm",
-            read_options=simulator.read_options,
-            offered_fields=simulator.offered_fields,
-            start=simulator.start,
-        ),
-        DriverSpec(
-            name="gpio",
-            summary="one GPIO input line (gpiod): debounced edges, polled level or a pulse counter",
-            read_options=gpio.read_options,
-            offered_fields=gpio.offered_fields,
-            start=gpio.start,
-        ),
-        DriverSpec(
-            name="modbus",
-            summary="Modbus RTU slaves on a serial bus (pymodbus): polled registers and coils",
-            read_options=modbus.read_options,
-            offered_fields=modbus.offered_fields,
-            start=modbus.start,
-        ),
-        DriverSpec(
-            name="nmea",
-            summary="NMEA 0183 GPS receiver on a serial port: position, speed, fix, satellites",
-            read_options=nmea.read_options,
-            offered_fields=nmea.offered_fields,
-            start=nmea.start,
-        ),
-        DriverSpec(
-            name="w1",
-            summary="DS18B20 1-Wire temperature probes through the kernel's w1_slave files",
-            read_options=w1.read_options,
-            offered_fields=w1.offered_fields,
-            start=w1.start,
-        ),
-        DriverSpec(
-            name="bme280",
-            summary="Bosch BME280 temperature/pressure/humidity sensor on I2C (smbus2)",
-            read_options=bme280.read_options,
-            offered_fields=bme280.offered_fields,
-            start=bme280.start,
-        ),
+        DriverSpec.of("serial", "line-oriented sensor on a serial port (json, csv or key=value "
+                      "lines)", serial_port),
+        DriverSpec.of("simulator", "simulated climate sensor: random-walk temperature and "
+                      "humidity, a counter and a rare alarm", simulator),
+        DriverSpec.of("gpio", "one GPIO input line (gpiod): debounced edges, polled level or a "
+                      "pulse counter", gpio),
+        DriverSpec.of("modbus", "Modbus RTU slaves on a serial bus (pymodbus): polled registers "
+                      "and coils", modbus),
+        DriverSpec.of("nmea", "NMEA 0183 GPS receiver on a serial port: position, speed, fix, "
+                      "satellites", nmea),
+        DriverSpec.of("w1", "DS18B20 1-Wire temperature probes through the kernel's w1_slave "
+                      "files", w1),
+        DriverSpec.of("bme280", "Bosch BME280 temperature/pressure/humidity sensor on I2C "
+                      "(smbus2)", bme280),
     )
 }

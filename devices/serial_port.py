@@ -30,7 +30,7 @@ from devices.line_framing import LineFramer, Rejected
 from gateway.backoff import Backoff
 from gateway.config_reader import MapReader, describe
 
-_PORT_PATH = re.compile(r"/\S.*")
+PORT_PATH = re.compile(r"/\S.*")
 _READ_CHUNK = 4096
 _CLOSE_TIMEOUT = 2.0
 _HINTS = {
@@ -65,13 +65,8 @@ def read_options(reader: MapReader) -> SerialOptions | None:
         The options, or None when any of these keys had a problem.
     """
     problems_before = len(reader.problems)
-    port = reader.string(
-        "port",
-        required=True,
-        pattern=_PORT_PATH,
-        expected="an absolute device path such as /dev/ttyUSB0",
-    )
-    # Bounds checked here, not by MapReader, whose messages print 4000000 as 4e+06.
+    port = read_port(reader)
+    # Bounds checked here, not by MapReader, to say what a baud rate looks like.
     baudrate = _in_range(
         reader,
         "baudrate",
@@ -237,6 +232,21 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     except (OSError, TimeoutError):
         # wait_closed re-raises the read error already reported as the loss.
         return
+
+
+def read_port(reader: MapReader, example: str = "/dev/ttyUSB0") -> str | None:
+    """The required `port` key of a serial device: an absolute device path."""
+    return reader.string("port", required=True, pattern=PORT_PATH,
+                         expected=f"an absolute device path such as {example}")
+
+
+def read_baudrate(reader: MapReader, allowed: tuple[int, ...]) -> int | None:
+    """The `baudrate` key (default 9600) of a device that speaks only the rates `allowed`."""
+    baudrate = reader.integer("baudrate", default=9600)
+    if baudrate is not None and baudrate not in allowed:
+        reader.problem("baudrate", "one of " + ", ".join(map(str, allowed)),
+                       f"{baudrate} (an integer)")
+    return baudrate
 
 
 def _in_range(

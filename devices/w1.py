@@ -33,7 +33,7 @@ from pathlib import Path
 
 from devices.base import DriverRun, Record, RecordSink
 from devices.line_framing import Rejected, excerpt
-from devices.simulator import TickSchedule
+from devices.tick_schedule import TickSchedule
 from gateway.config_reader import MapReader, describe
 
 log = logging.getLogger("devices.w1")
