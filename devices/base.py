@@ -43,5 +43,22 @@ class RecordSink(Protocol):
         """Report that the device became reachable (up) or went away."""
 
 
+class DeviceState:
+    """What a driver last told its sink about its device: repeats are not passed on, so a
+    device that stays away is reported down once, not at every retry."""
+
+    def __init__(self, sink: RecordSink) -> None:
+        self._sink = sink
+        self.up: bool | None = None
+
+    def report(self, up: bool, detail: str) -> bool:
+        """Tell the sink when the state changed; True when it did."""
+        if up == self.up:
+            return False
+        self.up = up
+        self._sink.device_state(up, detail)
+        return True
+
+
 # A running driver: a coroutine that reads until cancelled.
 DriverRun = Callable[[RecordSink], Coroutine[Any, Any, None]]

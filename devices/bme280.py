@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from devices import bme280_compensation as comp
-from devices.base import DriverRun, Record, RecordSink
+from devices.base import DeviceState, DriverRun, Record, RecordSink
 from devices.line_framing import Rejected
 from devices.tick_schedule import TickSchedule
 from gateway.backoff import Backoff
@@ -194,15 +194,13 @@ async def poll_forever(options: Bme280Options, open_bus: Callable[[], SMBusLike]
     """Open the bus, measure every interval, reopen after failures, until cancelled."""
     where = f"/dev/i2c-{options.bus} address {options.address:#04x}"
     backoff = Backoff(base=1.0, cap=max(options.interval, 1.0) * 6)
-    up: bool | None = None
+    state = DeviceState(sink)
     loop = asyncio.get_running_loop()
     while True:
         try:
             bus = await asyncio.to_thread(open_bus)
         except OSError as exc:
-            if up is not False:
-                sink.device_state(False, f"cannot open {where}: {exc}")
-                up = False
+            state.report(False, f"cannot open {where}: {exc}")
             await asyncio.sleep(backoff.next_delay())
             continue
         sensor = Bme280(bus, options.address)
@@ -212,13 +210,9 @@ async def poll_forever(options: Bme280Options, open_bus: Callable[[], SMBusLike]
                 try:
                     result = await asyncio.to_thread(sensor.measure)
                 except (OSError, BusError) as exc:
-                    if up is not False:
-                        sink.device_state(False, f"{where}: {exc}")
-                        up = False
+                    state.report(False, f"{where}: {exc}")
                     break
-                if up is not True:
-                    sink.device_state(True, f"BME280 at {where}")
-                    up = True
+                if state.report(True, f"BME280 at {where}"):
                     backoff.reset()
                 if isinstance(result, Rejected):
                     sink.rejected(result.reason, f"{where}: {result.detail}")

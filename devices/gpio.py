@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from devices.base import DriverRun, Record, RecordSink
+from devices.base import DeviceState, DriverRun, Record, RecordSink
 from devices.gpio_logic import EDGES, Debouncer, PulseCounter, wall_time, wanted
 from gateway.backoff import Backoff
 from gateway.config_reader import MapReader
@@ -187,26 +187,22 @@ async def read_line_forever(options: GpioOptions, open_line: Callable[[], LineRe
     """Request the line, read it in its mode, and retry after failures; until cancelled."""
     where = f"{options.chip} line {options.line}"
     backoff = Backoff(base=1.0, cap=60.0)
-    up: bool | None = None
+    state = DeviceState(sink)
     while True:
         try:
             request = open_line()
         except (OSError, ValueError, ImportError) as exc:
-            if up is not False:
-                sink.device_state(False, f"cannot request {where}: {exc}")
-                up = False
+            state.report(False, f"cannot request {where}: {exc}")
             await asyncio.sleep(backoff.next_delay())
             continue
-        sink.device_state(True, f"requested {where} ({options.mode})")
-        up = True
+        state.report(True, f"requested {where} ({options.mode})")
         try:
             if options.mode == "level":
                 await _poll_level(request, options, sink)
             else:
                 await _watch_edges(request, options, sink)
         except OSError as exc:
-            sink.device_state(False, f"lost {where}: {exc}")
-            up = False
+            state.report(False, f"lost {where}: {exc}")
         finally:
             request.release()
         await asyncio.sleep(backoff.next_delay())

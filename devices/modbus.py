@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from devices.base import DriverRun, Record, RecordSink
+from devices.base import DeviceState, DriverRun, Record, RecordSink
 from devices.line_framing import Rejected
 from devices.modbus_decoding import NUMBER_TYPES, WORD_ORDERS, Decoding, decode_bits, decode_registers
 from devices.modbus_schedule import PollSchedule
@@ -214,7 +214,7 @@ async def poll_bus(options: ModbusOptions, sink: RecordSink,
         schedule = PollSchedule([(r.slave, r.interval) for r in options.registers], loop.time(),
                                 backoff_max=options.backoff_max)
     reconnect = Backoff(base=0.5, cap=30.0)
-    up: bool | None = None
+    state = DeviceState(sink)
     while True:
         client = AsyncModbusSerialClient(
             options.port, baudrate=options.baudrate, parity=options.parity,
@@ -223,17 +223,13 @@ async def poll_bus(options: ModbusOptions, sink: RecordSink,
         try:
             connected = await client.connect()
             if not connected:
-                if up is not False:
-                    sink.device_state(False, f"cannot open {options.port}")
-                    up = False
+                state.report(False, f"cannot open {options.port}")
                 await asyncio.sleep(reconnect.next_delay())
                 continue
-            sink.device_state(True, f"opened {options.port} at {options.baudrate} baud")
-            up = True
+            state.report(True, f"opened {options.port} at {options.baudrate} baud")
             reconnect.reset()
             why = await _poll_connected(client, options, schedule, sink, loop, device_id)
-            sink.device_state(False, f"lost {options.port}: {why}")
-            up = False
+            state.report(False, f"lost {options.port}: {why}")
         finally:
             client.close()
         await asyncio.sleep(reconnect.next_delay())

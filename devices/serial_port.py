@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import serial_asyncio_fast
 
-from devices.base import DriverRun, Record, RecordSink
+from devices.base import DeviceState, DriverRun, Record, RecordSink
 from devices.line_formats import FORBIDDEN_DELIMITERS, FORMATS, LineParser, parser_for
 from devices.line_framing import LineFramer, Rejected
 from gateway.backoff import Backoff
@@ -170,7 +170,7 @@ async def read_lines_forever(
     path = options.port
     backoff = Backoff(base=0.2, cap=options.reopen_max)
     framer = LineFramer(options.max_line_bytes)
-    up: bool | None = None
+    state = DeviceState(sink)
     while True:
         try:
             reader, writer = await serial_asyncio_fast.open_serial_connection(
@@ -178,13 +178,10 @@ async def read_lines_forever(
             )
         # SerialException is an OSError; pyserial raises ValueError for unusable settings.
         except (OSError, ValueError) as exc:
-            if up is not False:
-                sink.device_state(False, f"cannot open {path}: {_describe(exc)}")
-                up = False
+            state.report(False, f"cannot open {path}: {_describe(exc)}")
             await asyncio.sleep(backoff.next_delay())
             continue
-        sink.device_state(True, f"opened {path}")
-        up = True
+        state.report(True, f"opened {path}")
         try:
             why = await _pump(reader, framer, parse, sink, backoff, partial)
         finally:
@@ -192,8 +189,7 @@ async def read_lines_forever(
             truncated = framer.reset()
             if truncated is not None:
                 sink.rejected(truncated.reason, truncated.detail)
-        sink.device_state(False, f"lost {path}: {why}")
-        up = False
+        state.report(False, f"lost {path}: {why}")
         # Also after a loss: a port that opens and fails at once must not spin.
         await asyncio.sleep(backoff.next_delay())
 
