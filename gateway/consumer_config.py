@@ -34,11 +34,16 @@ def filter_problem(text: str) -> str | None:
     return None
 
 
+def is_postgres_url(database: str) -> bool:
+    """True when a `database:` setting names PostgreSQL rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
 def database_problem(database: str) -> str | None:
     """Why `database` cannot name a database, or None."""
     if not database.strip():
         return "it is empty"
-    if database.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database):
         import psycopg  # noqa: PLC0415 - only for PostgreSQL URLs: it costs the gateway ~12 MB of RSS
 
         try:
@@ -68,7 +73,7 @@ class ConsumerConfig:
     @property
     def is_postgres(self) -> bool:
         """True when `database` is a PostgreSQL URL."""
-        return self.database.startswith(("postgresql://", "postgres://"))
+        return is_postgres_url(self.database)
 
     @property
     def database_label(self) -> str:

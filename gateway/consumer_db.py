@@ -14,11 +14,11 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
-import sqlite_utils
-
+from gateway.consumer_config import is_postgres_url
 from gateway.dedup import StreamId, fold
 from gateway.envelope import Envelope, format_ts
 
@@ -95,6 +95,8 @@ class SqliteReadings:
                 stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL,
                 value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL,
                 PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID""")
+        import sqlite_utils  # noqa: PLC0415 - not for the gateway's metrics, which read gaps here
+
         db = sqlite_utils.Database(self._conn)
         db.create_table(
             "stream_counters",
@@ -224,6 +226,25 @@ class PostgresReadings:
 
 def open_readings_db(database: str) -> ReadingsDB:
     """The backend a `database:` setting names."""
-    if database.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(database):
         return PostgresReadings(database)
     return SqliteReadings(Path(database))
+
+
+def read_gaps(database: str) -> int:
+    """Gaps over every stream of the database a `database:` setting names, through a
+    short read-only connection of its own (the metrics endpoint's thread).
+
+    Raises:
+        Exception: the driver's error when the database cannot be read.
+    """
+    query = "SELECT coalesce(sum(gaps), 0) FROM stream_counters"
+    if is_postgres_url(database):
+        import psycopg  # noqa: PLC0415 - only with PostgreSQL, see PostgresReadings
+
+        with psycopg.connect(database, connect_timeout=5) as conn:
+            row = conn.execute(query).fetchone()
+    else:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)) as lite:
+            row = lite.execute(query).fetchone()
+    return int(row[0]) if row is not None else 0

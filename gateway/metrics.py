@@ -14,7 +14,6 @@ Grafana dashboard in dashboards/ uses only these (a test checks it).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.config_common import ListenAddress
+from gateway.consumer_db import read_gaps
 from gateway.delivery import DeliveryClass
 from gateway.status import StatusError, read_status
 
@@ -181,30 +181,18 @@ class ConsumerCollector(Collector):
         written = disk_write_bytes()
         if written is not None:
             yield f.value("mqtt_consumer_disk_write_bytes", written)
-        gaps = consumer_gaps(c.config.database, c.config.is_postgres)
+        gaps = consumer_gaps(c.config.database)
         if gaps is not None:
             yield f.value("mqtt_consumer_gaps", gaps)
 
 
-def consumer_gaps(database: str, postgres: bool) -> int | None:
+def consumer_gaps(database: str) -> int | None:
     """Gaps over every stream, read through a connection of its own; None when unreadable."""
-    query = "SELECT coalesce(sum(gaps), 0) FROM stream_counters"
     try:
-        if postgres:
-            import psycopg  # noqa: PLC0415 - only a PostgreSQL consumer needs it
-
-            with psycopg.connect(database, connect_timeout=5) as conn:
-                row = conn.execute(query).fetchone()
-        else:
-            conn_ = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)
-            try:
-                row = conn_.execute(query).fetchone()
-            finally:
-                conn_.close()
+        return read_gaps(database)
     except Exception as exc:  # noqa: BLE001 - any database error: the metric is left out
         log.debug("metrics: gaps not readable: %s", type(exc).__name__)
         return None
-    return int(row[0]) if row is not None else None
 
 
 class MetricsEndpoint:
