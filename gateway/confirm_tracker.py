@@ -24,12 +24,14 @@ from gateway.store import Confirmations, Outbox
 log = logging.getLogger("gateway.confirm")
 
 RESEND_BATCH = 1000
+RESEND_SCAN_EVERY = 1.0  # seconds between looks for overdue confirmations
 
 
 class ConfirmationTracker:
     """Collects the consumer's confirmations for the next group commit."""
 
     def __init__(self, link: MqttLink, outbox: Outbox, prefix: str, timeout: float) -> None:
+        self._scanned_at = 0.0
         self.link = link
         self.outbox = outbox
         self.topic = confirm_topic(prefix)
@@ -75,10 +77,13 @@ class ConfirmationTracker:
         """Give back the marks of a commit that failed, for the next one."""
         self._marks[:0] = marks
 
-    def take(self, held: list[int], *, scan_for_resends: bool) -> tuple[Confirmations, list[int]]:
-        """What the next commit settles, and the rows to send again now."""
-        resend = (self.outbox.due_for_resend(time.time(), self.timeout, RESEND_BATCH)
-                  if scan_for_resends else [])
+    def take(self, held: list[int]) -> tuple[Confirmations, list[int]]:
+        """What the next commit settles, and the rows to send again now (looked for at
+        most every RESEND_SCAN_EVERY seconds)."""
+        resend: list[int] = []
+        if time.monotonic() - self._scanned_at >= RESEND_SCAN_EVERY:
+            self._scanned_at = time.monotonic()
+            resend = self.outbox.due_for_resend(time.time(), self.timeout, RESEND_BATCH)
         if resend:
             self.resent += len(resend)
             log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "

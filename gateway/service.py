@@ -37,7 +37,6 @@ from gateway.watchdog import Progress
 log = logging.getLogger("gateway")
 
 DRAIN_TIMEOUT = 5.0
-RESEND_SCAN_EVERY = 1.0
 RUNTIME_EVERY = 5.0
 
 
@@ -71,7 +70,6 @@ class Gateway:
         self._down_since: float | None = time.monotonic()
         self._down_logged = False
         self._runtime_at = 0.0
-        self._resend_scan_at = 0.0
         self.tracker = (ConfirmationTracker(self.link, outbox, broker.topics.prefix,
                                             config.confirmation_timeout)
                         if end_to_end else None)
@@ -82,7 +80,7 @@ class Gateway:
         self.committer_at = time.monotonic()
 
     def _sink(self, d: DeviceConfig) -> DeviceSink:
-        end_to_end = self.config.confirmation == "end-to-end"
+        end_to_end = self.tracker is not None
         return DeviceSink(d, self.intake,
                           {s.name: self.config.broker.topics.topic(d.id, s.name) for s in d.streams},
                           frozenset(s.name for s in d.streams
@@ -127,10 +125,7 @@ class Gateway:
         confirmations: Confirmations | None = None
         resend: list[int] = []
         if self.tracker is not None:
-            scan = time.monotonic() - self._resend_scan_at >= RESEND_SCAN_EVERY
-            if scan:
-                self._resend_scan_at = time.monotonic()
-            confirmations, resend = self.tracker.take(held, scan_for_resends=scan)
+            confirmations, resend = self.tracker.take(held)
         if not (pending or drops or acked or quarantined or confirmations):
             return
         try:
@@ -244,17 +239,16 @@ class Gateway:
         if pending:
             log.info("store %s holds %d unacknowledged readings; sending them again",
                      self.outbox.path, pending)
-        background = [
+        core = [  # the pipeline: the watchdog's pings stop when one of them dies
             asyncio.create_task(self.link.run(), name="mqtt"),
             asyncio.create_task(self.publisher.run(), name="publisher"),
             asyncio.create_task(self._committer(), name="committer"),
-            asyncio.create_task(self._summaries(), name="summaries"),
         ]
+        background = [*core, asyncio.create_task(self._summaries(), name="summaries")]
         for d in self.config.devices:
             self._start_device(d)
         self.publisher.wake()
         if self.supervision is not None:
-            core = [t for t in background if t.get_name() != "summaries"]
             self.supervision.ready(
                 f"running: {len(self.config.devices)} devices, store {self.outbox.path}",
                 lambda: Progress(time.monotonic(), self.committer_at,
