@@ -76,7 +76,6 @@ class Gateway:
         self.sinks = {d.id: self._sink(d) for d in config.devices}
         self.devices: dict[str, asyncio.Task[None]] = {}
         self._devices_changed = asyncio.Event()
-        self._reloading = False
         self.committer_at = time.monotonic()
 
     def _sink(self, d: DeviceConfig) -> DeviceSink:
@@ -283,16 +282,6 @@ class Gateway:
     # -- SIGHUP --------------------------------------------------------------
     async def reload(self) -> None:
         """Read the config file again and apply its device map; keep the old one if it is bad."""
-        if self._reloading:
-            log.warning("reload: one is already running; this SIGHUP is ignored")
-            return
-        self._reloading = True
-        try:
-            await self._reload()
-        finally:
-            self._reloading = False
-
-    async def _reload(self) -> None:
         path = self.config.path
         log.info("reload: reading %s (SIGHUP)", path)
         try:
@@ -366,18 +355,20 @@ async def serve(config: GatewayConfig, outbox: Outbox, secrets: BrokerSecrets | 
                                               "mqtt_gateway_publish_latency_seconds",
                                               LATENCY_BUCKETS)
         gateway.link.on_latency = supervision.metrics.observe
-    reloads: set[asyncio.Task[None]] = set()
+    reloading: asyncio.Task[None] | None = None
 
     def on_hup() -> None:
-        task = loop.create_task(gateway.reload(), name="reload")
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        nonlocal reloading
+        if reloading is not None and not reloading.done():
+            log.warning("reload: one is already running; this SIGHUP is ignored")
+            return
+        reloading = loop.create_task(gateway.reload(), name="reload")
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         return await gateway.run(stop)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        for task in reloads:
-            task.cancel()
+        if reloading is not None:
+            reloading.cancel()
         await supervision.close()
