@@ -47,8 +47,8 @@ from bench.harness import (
     workdir,
 )
 from bench.raw_paho import payload, publish_all
-from gateway.envelope import Envelope, encode
-from gateway.identity import new_epoch
+from gateway.core.envelope import Envelope, encode
+from gateway.core.identity import new_epoch
 from tests.support.procs import REPO
 from tests.support.waiting import wait_for
 

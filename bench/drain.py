@@ -42,7 +42,7 @@ from bench.harness import (
     stop,
     workdir,
 )
-from gateway.store import NewReading, Outbox
+from gateway.store.outbox import NewReading, Outbox
 from tests.support.broker import Mosquitto
 from tests.support.waiting import wait_for
 

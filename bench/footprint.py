@@ -41,7 +41,7 @@ from bench.harness import (
     workdir,
 )
 from bench.pipeline import pipeline
-from gateway.delivery import DELIVERY_NAMES
+from gateway.core.delivery import DELIVERY_NAMES
 from tests.support.procs import REPO
 
 SIM_DEVICES = 5

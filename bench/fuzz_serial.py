@@ -29,9 +29,10 @@ import tty
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from devices import nmea, serial_port
+from devices import nmea
 from devices.base import DriverRun, Record
 from devices.nmea import checksum
+from devices.serial import port as serial_port
 
 SEEDS = {
     "json": [b'{"temp_c": 21.5, "alarm": false}', b'{"n": 1, "s": "x", "l": [1, 2], "o": {"a": null}}'],

@@ -30,7 +30,7 @@ from bench.harness import (
     workdir,
 )
 from bench.pipeline import pipeline
-from gateway.delivery import DELIVERY_NAMES, DeliveryClass
+from gateway.core.delivery import DELIVERY_NAMES, DeliveryClass
 
 CLASSES = ("at-least-once", "exactly-once", "at-most-once")
 

@@ -8,11 +8,19 @@ bad input or of a device that went away: it counts, logs once, and goes on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
+from gateway.core.envelope import JsonValue
+
+__all__ = ["EXCERPT_BYTES", "DeviceState", "DriverRun", "JsonValue", "Record", "RecordSink",
+           "Rejected", "excerpt"]
+
+_REASON = re.compile(r"[a-z][a-z0-9_]*")
+EXCERPT_BYTES = 40
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +70,29 @@ class DeviceState:
 
 # A running driver: a coroutine that reads until cancelled.
 DriverRun = Callable[[RecordSink], Coroutine[Any, Any, None]]
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input that was dropped: `reason` is a snake_case word, `detail` a short hint."""
+
+    reason: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if not _REASON.fullmatch(self.reason):
+            raise ValueError(f"reject reason must be a snake_case word, not {self.reason!r}")
+
+
+def excerpt(data: bytes | str, limit: int = EXCERPT_BYTES) -> str:
+    """`repr` of at most `limit` leading bytes or characters, with `...` when cut.
+
+    Args:
+        data: The offending input.
+        limit: How many bytes or characters to quote.
+
+    Returns:
+        A short printable quotation in which control bytes are visible.
+    """
+    if len(data) <= limit:
+        return repr(data)
+    return repr(data[:limit]) + "..."

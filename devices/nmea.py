@@ -35,11 +35,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from devices.base import DriverRun, RecordSink
-from devices.line_formats import Fields, ParseResult
-from devices.line_framing import Rejected, excerpt, first_line
-from devices.serial_port import SerialOptions, read_baudrate, read_lines_forever, read_port
-from gateway.config_reader import MapReader
+from devices.base import DriverRun, RecordSink, Rejected, excerpt
+from devices.serial.framing import first_line
+from devices.serial.line_formats import Fields, ParseResult
+from devices.serial.port import SerialOptions, read_baudrate, read_lines_forever, read_port
+from gateway.config.reader import MapReader
 
 BAD_CHECKSUM = "bad_checksum"
 BAD_NMEA = "bad_nmea"

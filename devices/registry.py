@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from devices import bme280, gpio, modbus, nmea, serial_port, simulator, w1
+from devices import nmea, simulator, w1
 from devices.base import DriverRun
-from gateway.config_reader import MapReader
+from devices.bme280 import driver as bme280
+from devices.gpio import driver as gpio
+from devices.modbus import driver as modbus
+from devices.serial import port as serial_port
+from gateway.config.reader import MapReader
 
 
 @dataclass(frozen=True)

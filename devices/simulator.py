@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from devices.base import DriverRun, JsonValue, Record, RecordSink
 from devices.tick_schedule import TickSchedule
-from gateway.config_reader import MapReader
+from gateway.config.reader import MapReader
 
 FIELDS = frozenset({"temp_c", "humidity_pct", "counter", "alarm"})
 

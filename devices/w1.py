@@ -31,10 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.base import DriverRun, Record, RecordSink
-from devices.line_framing import Rejected, excerpt
+from devices.base import DriverRun, Record, RecordSink, Rejected, excerpt
 from devices.tick_schedule import TickSchedule
-from gateway.config_reader import MapReader, describe
+from gateway.config.reader import MapReader, describe
 
 log = logging.getLogger("devices.w1")
 

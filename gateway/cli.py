@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config_common import ConfigError
-from gateway.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
-from gateway.install import (
+from gateway.config.common import ConfigError
+from gateway.config.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
+from gateway.ops.install import (
     DEFAULT_USER,
     USER_NAME,
     InstallError,
@@ -28,7 +28,7 @@ from gateway.install import (
     source_dir,
     uninstall_plan,
 )
-from gateway.logs import setup_logging
+from gateway.ops.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
@@ -106,18 +106,20 @@ def _print_problems(exc: ConfigError) -> None:
 
 
 def _check(path: Path) -> int:
-    from gateway.config_check import check_file  # noqa: PLC0415
+    from devices.registry import DRIVERS  # noqa: PLC0415
+    from gateway.config.check import check_file  # noqa: PLC0415
 
-    kind, summary = check_file(path)
+    kind, summary = check_file(path, DRIVERS)
     print(f"{path}: valid {kind} config: {summary}")
     return 0
 
 
 def _status(path: Path, as_json: bool) -> int:
-    from gateway.config import load_gateway_config  # noqa: PLC0415
-    from gateway.status import StatusError, read_status, render_status  # noqa: PLC0415
+    from devices.registry import DRIVERS  # noqa: PLC0415
+    from gateway.config.gateway_config import load_gateway_config  # noqa: PLC0415
+    from gateway.edge.status import StatusError, read_status, render_status  # noqa: PLC0415
 
-    config = load_gateway_config(path)
+    config = load_gateway_config(path, DRIVERS)
     try:
         report = read_status(config)
     except StatusError as exc:
@@ -138,13 +140,14 @@ def _secrets(credentials: BrokerCredentials) -> BrokerSecrets | None:
 
 
 def _run(path: Path, level: str) -> int:
-    from gateway.config import load_gateway_config  # noqa: PLC0415
-    from gateway.service import serve  # noqa: PLC0415
-    from gateway.store import Outbox  # noqa: PLC0415
-    from gateway.store_sql import StoreError  # noqa: PLC0415
+    from devices.registry import DRIVERS  # noqa: PLC0415
+    from gateway.config.gateway_config import load_gateway_config  # noqa: PLC0415
+    from gateway.edge.service import serve  # noqa: PLC0415
+    from gateway.store.outbox import Outbox  # noqa: PLC0415
+    from gateway.store.sql import StoreError  # noqa: PLC0415
 
     setup_logging(level)
-    config = load_gateway_config(path)
+    config = load_gateway_config(path, DRIVERS)
     secrets = _secrets(config.broker.credentials)
     if secrets is None:
         return 1
@@ -167,8 +170,8 @@ def _run(path: Path, level: str) -> int:
 
 
 def _consume(path: Path, level: str) -> int:
-    from gateway.consumer import consume  # noqa: PLC0415
-    from gateway.consumer_config import load_consumer_config  # noqa: PLC0415
+    from gateway.cloud.consumer import consume  # noqa: PLC0415
+    from gateway.config.consumer_config import load_consumer_config  # noqa: PLC0415
 
     setup_logging(level)
     config = load_consumer_config(path)

@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway.consumer_db import ReadingsDB, open_readings_db
-from gateway.envelope import Envelope, format_ts
+from gateway.cloud.database import ReadingsDB, open_readings_db
+from gateway.core.envelope import Envelope, format_ts
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_700_000_000.125

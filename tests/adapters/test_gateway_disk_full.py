@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewayConfig, load_gateway_config
-from gateway.service import Gateway
-from gateway.store import NewReading, Outbox
+from devices.registry import DRIVERS
+from gateway.config.gateway_config import GatewayConfig, load_gateway_config
+from gateway.edge.service import Gateway
+from gateway.store.outbox import NewReading, Outbox
 from tests.adapters.test_store import query
 from tests.support.tmpfs import Tmpfs, mounted_tmpfs
 
@@ -45,7 +46,7 @@ def config(tmp_path: Path) -> GatewayConfig:
               - {{name: alo, field: counter, delivery: at-least-once}}
               - {{name: eo, field: counter, delivery: exactly-once}}
         """))
-    return load_gateway_config(path)
+    return load_gateway_config(path, DRIVERS)
 
 
 def readings(n: int) -> list[NewReading]:

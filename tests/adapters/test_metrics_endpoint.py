@@ -11,8 +11,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from gateway.config_common import ListenAddress
-from gateway.metrics import LATENCY_BUCKETS, MetricsEndpoint
+from gateway.config.common import ListenAddress
+from gateway.ops.metrics import LATENCY_BUCKETS, MetricsEndpoint
 from tests.support.ports import free_port
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from devices.modbus import MODBUS_EXCEPTION, NO_RESPONSE, ModbusOptions, Register, poll_bus
-from devices.modbus_decoding import Decoding
-from devices.modbus_schedule import PollSchedule
+from devices.modbus.decoding import Decoding
+from devices.modbus.driver import MODBUS_EXCEPTION, NO_RESPONSE, ModbusOptions, Register, poll_bus
+from devices.modbus.schedule import PollSchedule
 from tests.support.modbus_server import BAUD, RtuServer
 from tests.support.null_modem import NullModem
 from tests.support.recording_sink import RecordingSink, running

@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from gateway.notify import Notifier
+from gateway.ops.notify import Notifier
 
 
 def receive(sock: socket.socket) -> dict[str, str]:

@@ -16,10 +16,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.ingest import Intake
-from gateway.mqtt_link import MqttLink, Session
-from gateway.publisher import Publisher
-from gateway.store import NewReading, Outbox
+from gateway.edge.ingest import Intake
+from gateway.edge.publisher import Publisher
+from gateway.mqtt.link import MqttLink, Session
+from gateway.store.outbox import NewReading, Outbox
 
 GW = "gw-lanes"
 WINDOW = 20

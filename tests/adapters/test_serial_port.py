@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import serial_asyncio_fast
 
-from devices.serial_port import SerialOptions, start
+from devices.serial.port import SerialOptions, start
 from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
 

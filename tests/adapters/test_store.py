@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig, load_gateway_config
-from gateway.envelope import Envelope, decode
-from gateway.status import StatusError, read_status
-from gateway.store import NewReading, Outbox, OutboxRow
-from gateway.store_schema import DropKey
-from gateway.store_sql import StoreError
+from devices.registry import DRIVERS
+from gateway.config.gateway_config import GatewayConfig, load_gateway_config
+from gateway.core.envelope import Envelope, decode
+from gateway.edge.status import StatusError, read_status
+from gateway.store.outbox import NewReading, Outbox, OutboxRow
+from gateway.store.schema import DropKey
+from gateway.store.sql import StoreError
 
 GW = "gw-test"
 TEMP = ("climate", "temperature")
@@ -143,7 +144,7 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     from collections import Counter
     from pathlib import Path
-    from gateway.store import NewReading, Outbox
+    from gateway.store.outbox import NewReading, Outbox
     box = Outbox.open(Path(sys.argv[1]), sys.argv[2], durability="normal", max_bytes=1 << 40)
     r = NewReading("climate", "temperature", 1, 1700000000.0, 1, None, "t")
     box.commit([r, r], [], [], Counter())
@@ -533,7 +534,7 @@ def gateway_config(tmp_path: Path, state_dir: Path) -> GatewayConfig:
                 field: counter
                 delivery: exactly-once
         """))
-    return load_gateway_config(path)
+    return load_gateway_config(path, DRIVERS)
 
 
 def test_status_reports_backlog_seqs_drops_and_sizes_beside_the_running_store(

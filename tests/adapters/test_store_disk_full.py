@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import NewReading, Outbox
-from gateway.store_space import PROBE_BACKOFF, RESERVE_BYTES, RESUME_HEADROOM, DiskFullError
-from gateway.store_sql import StoreError
+from gateway.store.outbox import NewReading, Outbox
+from gateway.store.space import PROBE_BACKOFF, RESERVE_BYTES, RESUME_HEADROOM, DiskFullError
+from gateway.store.sql import StoreError
 from tests.adapters.test_store import ALARM, BIG, GW, TEMP, all_rows, query, reading, seqs_by_stream
 from tests.support.tmpfs import Tmpfs, mounted_tmpfs
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import store_open
-from gateway.store import Outbox
-from gateway.store_recovery import aside_name
-from gateway.store_sql import StoreError
+from gateway.store import opening as store_open
+from gateway.store.outbox import Outbox
+from gateway.store.recovery import aside_name
+from gateway.store.sql import StoreError
 from tests.adapters.test_store import (
     ALARM,
     BIG,

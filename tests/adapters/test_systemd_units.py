@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.install import UNITS
+from gateway.ops.install import UNITS
 from tests.support.procs import REPO
 
 ANALYZE = shutil.which("systemd-analyze")

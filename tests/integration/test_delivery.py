@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.confirmation import Mark, encode_marks
+from gateway.core.confirmation import Mark, encode_marks
 from tests.support.rig import DURABLE, ClassCounts, Rig, assert_durable_exact
 from tests.support.waiting import wait_for
 

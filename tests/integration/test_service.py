@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
+from gateway.ops.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
 from tests.support.broker import Mosquitto
 from tests.support.notify_socket import NotifySocket
 from tests.support.ports import free_port

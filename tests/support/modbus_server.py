@@ -17,7 +17,7 @@ from pymodbus import FramerType
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusSerialServer
 
-from devices.modbus_decoding import Decoding, encode_value
+from devices.modbus.decoding import Decoding, encode_value
 
 BAUD = 115200
 

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices import bme280_compensation as comp
-from devices.bme280 import CHIP_ID, REG_CTRL_MEAS, REG_STATUS, Bme280, Bme280Options, poll_forever
-from devices.line_framing import Rejected
+from devices.base import Rejected
+from devices.bme280 import compensation as comp
+from devices.bme280.driver import CHIP_ID, REG_CTRL_MEAS, REG_STATUS, Bme280, Bme280Options, poll_forever
 from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
 

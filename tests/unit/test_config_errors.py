@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_gateway_config
-from gateway.config_common import ConfigError
-from gateway.config_reader import Problem
+from devices.registry import DRIVERS
+from gateway.config.common import ConfigError
+from gateway.config.gateway_config import load_gateway_config
+from gateway.config.reader import Problem
 
 FILE = "gw.yaml"
 
@@ -313,14 +314,14 @@ def write(tmp_path: Path, text: str, name: str = FILE) -> Path:
 
 def problems_in(path: Path) -> list[Problem]:
     with pytest.raises(ConfigError) as caught:
-        load_gateway_config(path)
+        load_gateway_config(path, DRIVERS)
     assert caught.value.problems, "a ConfigError must list its problems"
     return caught.value.problems
 
 
 def test_the_base_config_is_valid(tmp_path: Path) -> None:
     assert BASE.count("\n") == BASE_LINES
-    config = load_gateway_config(write(tmp_path, BASE))
+    config = load_gateway_config(write(tmp_path, BASE), DRIVERS)
     assert config.gateway_id == "gw1"
     assert [d.id for d in config.devices] == ["climate"]
 
@@ -351,7 +352,7 @@ def test_at_least_thirty_cases() -> None:
 
 
 def test_the_same_stream_name_in_two_devices_is_fine(tmp_path: Path) -> None:
-    config = load_gateway_config(write(tmp_path, BASE + SECOND_DEVICE.format(id="other")))
+    config = load_gateway_config(write(tmp_path, BASE + SECOND_DEVICE.format(id="other")), DRIVERS)
     assert [(d.id, [s.name for s in d.streams]) for d in config.devices] == [
         ("climate", ["temperature"]),
         ("other", ["temperature"]),
@@ -359,7 +360,7 @@ def test_the_same_stream_name_in_two_devices_is_fine(tmp_path: Path) -> None:
 
 
 def test_an_ipv6_broker_is_shown_with_brackets(tmp_path: Path) -> None:
-    config = load_gateway_config(write(tmp_path, section("broker", "url: mqtt://[::1]:1884")))
+    config = load_gateway_config(write(tmp_path, section("broker", "url: mqtt://[::1]:1884")), DRIVERS)
     assert config.broker.address.host == "::1"
     assert config.broker.address.port == 1884
     assert str(config.broker.address) == "mqtt://[::1]:1884"

@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.confirmation import (
+from gateway.core.confirmation import (
     Mark,
     confirm_topic,
     decode_marks,

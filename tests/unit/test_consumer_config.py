@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_common import BrokerAddress, ConfigError
-from gateway.consumer_config import (
+from gateway.config.common import BrokerAddress, ConfigError
+from gateway.config.consumer_config import (
     ConsumerConfig,
     filter_problem,
     load_consumer_config,

@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.dedup import StreamCounters, StreamDelta, StreamId, fold
+from gateway.core.dedup import StreamCounters, StreamDelta, StreamId, fold
 
 A: StreamId = ("gw1", "20261126T210000Z-ab12", "climate", "temperature")
 B: StreamId = ("gw1", "20261126T210000Z-ab12", "climate", "alarm")

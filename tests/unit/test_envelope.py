@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.envelope import (
+from gateway.core.envelope import (
     MAX_SEQ,
     Envelope,
     Undecodable,

@@ -20,8 +20,8 @@ import gpiod
 import pytest
 from gpiod.line import Value
 
-from devices.gpio import GpioOptions, read_line_forever, start
-from devices.gpio_logic import Debouncer, PulseCounter, Transition, wall_time, wanted
+from devices.gpio.driver import GpioOptions, read_line_forever, start
+from devices.gpio.logic import Debouncer, PulseCounter, Transition, wall_time, wanted
 from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
 

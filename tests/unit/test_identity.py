@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.envelope import MAX_SEQ
-from gateway.identity import SequenceCounters, new_epoch
+from gateway.core.envelope import MAX_SEQ
+from gateway.core.identity import SequenceCounters, new_epoch
 
 TEMP = ("climate", "temperature")
 ALARM = ("climate", "alarm")

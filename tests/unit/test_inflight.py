@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.inflight import AckOutcome, InflightWindow, classify_ack
+from gateway.core.inflight import AckOutcome, InflightWindow, classify_ack
 
 
 @pytest.mark.parametrize(

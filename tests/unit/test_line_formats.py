@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices.line_formats import (
+from devices.base import Rejected
+from devices.serial.line_formats import (
     FORMATS,
     LineParser,
     convert_value,
@@ -18,7 +19,6 @@ from devices.line_formats import (
     parse_kv,
     parser_for,
 )
-from devices.line_framing import Rejected
 
 
 def reason_of(result: object) -> str:

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devices.line_framing import Line, LineFramer, Rejected, excerpt
+from devices.base import Rejected, excerpt
+from devices.serial.framing import Line, LineFramer
 
 
 def feed_all(framer: LineFramer, *chunks: bytes) -> list[Line | Rejected]:

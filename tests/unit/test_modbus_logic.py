@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from devices.line_framing import Rejected
-from devices.modbus_decoding import (
+from devices.base import Rejected
+from devices.modbus.decoding import (
     BAD_RESPONSE,
     BAD_VALUE,
     Decoding,
@@ -15,7 +15,7 @@ from devices.modbus_decoding import (
     decode_registers,
     encode_value,
 )
-from devices.modbus_schedule import PollSchedule
+from devices.modbus.schedule import PollSchedule
 
 
 @pytest.mark.parametrize(("words", "decoding", "value"), [

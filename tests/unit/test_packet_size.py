@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.packet_size import publish_packet_size
+from gateway.core.packet_size import publish_packet_size
 
 
 def test_small_qos1_packet() -> None:

@@ -14,9 +14,13 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices import bme280_compensation as comp
-from devices import serial_port
-from devices.line_formats import (
+from devices.base import Rejected
+from devices.bme280 import compensation as comp
+from devices.modbus.decoding import BAD_RESPONSE, BAD_VALUE, Decoding, decode_bits, decode_registers
+from devices.nmea import BAD_CHECKSUM, BAD_NMEA, checksum, parse_nmea
+from devices.serial import port as serial_port
+from devices.serial.framing import LINE_TOO_LONG, Line, LineFramer
+from devices.serial.line_formats import (
     BAD_CSV,
     BAD_JSON,
     BAD_KV,
@@ -26,11 +30,8 @@ from devices.line_formats import (
     parse_kv,
     parser_for,
 )
-from devices.line_framing import LINE_TOO_LONG, Line, LineFramer, Rejected
-from devices.modbus_decoding import BAD_RESPONSE, BAD_VALUE, Decoding, decode_bits, decode_registers
-from devices.nmea import BAD_CHECKSUM, BAD_NMEA, checksum, parse_nmea
 from devices.w1 import W1_BAD_FORMAT, W1_CRC_ERROR, W1_POWER_ON_VALUE, parse_w1_slave
-from gateway.backoff import Backoff
+from gateway.core.backoff import Backoff
 from tests.support.recording_sink import RecordingSink
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

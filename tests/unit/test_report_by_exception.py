@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from devices.base import Record
-from gateway.config import load_gateway_config
-from gateway.config_common import ConfigError
-from gateway.identity import SequenceCounters
-from gateway.ingest import SUPPRESSED, DeviceSink, Intake
-from gateway.report_by_exception import Deadband, ExceptionFilter, ReportPolicy, parse_deadband
+from devices.registry import DRIVERS
+from gateway.config.common import ConfigError
+from gateway.config.gateway_config import load_gateway_config
+from gateway.core.identity import SequenceCounters
+from gateway.core.report_by_exception import Deadband, ExceptionFilter, ReportPolicy, parse_deadband
+from gateway.edge.ingest import SUPPRESSED, DeviceSink, Intake
 
 
 def sent(policy: ReportPolicy, readings: list[tuple[float, object]]) -> list[tuple[float, object]]:
@@ -91,7 +92,7 @@ devices:
 def load(tmp_path: Path, extra: str, delivery: str = "at-least-once") -> object:
     path = tmp_path / "gw.yaml"
     path.write_text(GATEWAY.format(extra=extra, delivery=delivery), encoding="utf-8")
-    return load_gateway_config(path)
+    return load_gateway_config(path, DRIVERS)
 
 
 def test_config_reads_the_three_keys(tmp_path: Path) -> None:

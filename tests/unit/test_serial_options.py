@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from devices.serial_port import SerialOptions, offered_fields, read_options
-from gateway.config_reader import MapReader, Problem
-from gateway.yaml_source import load_located
+from devices.serial.port import SerialOptions, offered_fields, read_options
+from gateway.config.reader import MapReader, Problem
+from gateway.config.yaml_source import load_located
 
 
 def read(yaml_text: str) -> tuple[SerialOptions | None, list[str]]:

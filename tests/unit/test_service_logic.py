@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewayConfig, load_gateway_config
-from gateway.config_common import ConfigError, ListenAddress, parse_listen
-from gateway.consumer_config import load_consumer_config
-from gateway.credentials import BrokerSecrets, CredentialError, load_secrets, resolve
-from gateway.install import render_sysusers, render_unit, service_config
-from gateway.logs import JournalFormatter, journal_stream
-from gateway.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
-from gateway.notify import watchdog_interval
-from gateway.reload import plan_reload
-from gateway.watchdog import Progress, StallDetector
+from devices.registry import DRIVERS
+from gateway.config.common import ConfigError, ListenAddress, parse_listen
+from gateway.config.consumer_config import load_consumer_config
+from gateway.config.credentials import BrokerSecrets, CredentialError, load_secrets, resolve
+from gateway.config.gateway_config import GatewayConfig, load_gateway_config
+from gateway.edge.reload import plan_reload
+from gateway.ops.install import render_sysusers, render_unit, service_config
+from gateway.ops.logs import JournalFormatter, journal_stream
+from gateway.ops.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
+from gateway.ops.notify import watchdog_interval
+from gateway.ops.watchdog import Progress, StallDetector
 from tests.support.procs import REPO
 
 BASE = """\
@@ -43,7 +44,7 @@ def gateway(tmp_path: Path, *, url: str = "mqtt://127.0.0.1:1883", broker: str =
     """A gateway config file written and loaded."""
     path = tmp_path / name
     path.write_text(BASE.format(url=url, broker=broker, extra=extra))
-    return load_gateway_config(path)
+    return load_gateway_config(path, DRIVERS)
 
 
 def problems(tmp_path: Path, **kwargs: str) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_check import check_file, problems_in
+from devices.registry import DRIVERS
+from gateway.config.check import check_file, problems_in
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -19,12 +20,12 @@ def test_there_are_shipped_configs() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[path.name for path in SHIPPED])
 def test_shipped_config_passes_check(path: Path) -> None:
-    assert problems_in(path) == []
-    kind, summary = check_file(path)
+    assert problems_in(path, DRIVERS) == []
+    kind, summary = check_file(path, DRIVERS)
     assert kind in ("gateway", "consumer")
     assert summary
 
 
 def test_the_default_configs_are_of_the_right_kind() -> None:
-    assert check_file(CONFIG_DIR / "gateway.yaml")[0] == "gateway"
-    assert check_file(CONFIG_DIR / "consumer.yaml")[0] == "consumer"
+    assert check_file(CONFIG_DIR / "gateway.yaml", DRIVERS)[0] == "gateway"
+    assert check_file(CONFIG_DIR / "consumer.yaml", DRIVERS)[0] == "consumer"

@@ -18,8 +18,8 @@ from devices.simulator import (
     read_options,
     start,
 )
-from gateway.config_reader import MapReader, Problem
-from gateway.yaml_source import load_located
+from gateway.config.reader import MapReader, Problem
+from gateway.config.yaml_source import load_located
 from tests.support.recording_sink import RecordingSink, running
 from tests.support.waiting import wait_for
 

@@ -8,10 +8,10 @@ import sqlite3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.envelope import Envelope, encode
-from gateway.store_recovery import is_corruption, valid_outbox_row
-from gateway.store_salvage import OUTBOX_COLUMNS, first_good
-from gateway.store_space import SQLITE_IOERR_SHMSIZE, Probe, SpaceGuard, is_disk_full
+from gateway.core.envelope import Envelope, encode
+from gateway.store.recovery import is_corruption, valid_outbox_row
+from gateway.store.salvage import OUTBOX_COLUMNS, first_good
+from gateway.store.space import SQLITE_IOERR_SHMSIZE, Probe, SpaceGuard, is_disk_full
 
 NEED = 1000
 

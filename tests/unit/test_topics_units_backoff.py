@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.backoff import Backoff
-from gateway.topics import TopicTemplate, segment_problem
-from gateway.units import format_bytes, parse_duration, parse_size
+from gateway.core.backoff import Backoff
+from gateway.core.topics import TopicTemplate, segment_problem
+from gateway.core.units import format_bytes, parse_duration, parse_size
 
 # -- segment_problem -----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.line_framing import Rejected
+from devices.base import Rejected
 from devices.w1 import (
     W1_ABSENT,
     W1_BAD_FORMAT,

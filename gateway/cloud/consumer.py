@@ -1,0 +1,292 @@
+"""`mqtt-gateway consume`: subscribe, deduplicate, store, then acknowledge.
+
+The inbox pattern: each message is acknowledged to the broker only after the
+transaction that stores it (or finds it is a duplicate) has committed. The
+subscription asks for QoS 1 even for exactly-once streams: with paho's
+manual acks a QoS 2 message is handed over at PUBREL and a consumer that
+dies before committing would lose it (the broker only resends the PUBREL).
+QoS 1 redelivers the message itself, and dedup by identity makes the
+second copy harmless. A persistent session (stable client id, no clean
+start, long session expiry) keeps messages queued while the consumer is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.cloud.database import ReadingsDB, open_readings_db
+from gateway.config.consumer_config import ConsumerConfig, mask_passwords
+from gateway.config.credentials import BrokerSecrets
+from gateway.core.backoff import Backoff
+from gateway.core.confirmation import (
+    Mark,
+    confirm_topic,
+    encode_marks,
+    is_confirm_topic,
+    prefix_of,
+    ranges,
+)
+from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.mqtt.link import MqttLink, Session
+from gateway.ops.supervision import Supervision
+from gateway.ops.watchdog import Progress
+
+log = logging.getLogger("gateway.consumer")
+
+SUBSCRIBE_QOS = 1
+RECEIVE_MAXIMUM = 1000  # unacknowledged QoS 1 messages the broker may send us at once
+HELD_BATCHES = 4  # while the database is down, QoS 0 messages past this many batches are dropped
+RESUBSCRIBE_DELAY = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    connection: int
+
+
+class Consumer:
+    """Batches incoming messages, commits them, then acknowledges them."""
+
+    def __init__(self, config: ConsumerConfig, db: ReadingsDB,
+                 secrets: BrokerSecrets | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.link = MqttLink(config.address, config.client_id, keepalive=config.keepalive,
+                             session_expiry=config.session_expiry, clean_first=False,
+                             manual_ack=True,
+                             receive_maximum=min(config.commit_batch, RECEIVE_MAXIMUM),
+                             secrets=secrets)
+        self.link.on_up = self._on_up
+        self.link.on_down = self._on_down
+        self.link.on_message = self._on_message
+        self.link.on_subscribe = self._on_subscribe
+        self._batch: list[_Inbound] = []
+        self._commit_now = asyncio.Event()
+        self._reasons_seen: set[str] = set()
+        self._overflow = 0
+        self.confirmations_sent = 0
+        self.fresh = 0
+        self.duplicates = 0
+        self.rejects: Counter[str] = Counter()  # by reason, for the metrics endpoint
+        self.on_committed: Callable[[list[Envelope]], None] | None = None  # metrics: lag
+        self.committer_at = time.monotonic()  # the watchdog's proof of progress
+        self._down_logged = False
+
+    def _on_up(self, session: Session) -> None:
+        self._down_logged = False
+        log.info("connected to broker %s as %s (session %s); subscribing to %s",
+                 self.link.address, self.config.client_id,
+                 "resumed" if session.session_present else "new", self.config.subscribe)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.link.subscribe(self.config.subscribe, qos=SUBSCRIBE_QOS)
+
+    def _on_subscribe(self, mid: int, codes: list[ReasonCode]) -> None:
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            log.error("broker %s refused the subscription to %s: %s; trying again in %.0fs",
+                      self.link.address, self.config.subscribe, refused[0], RESUBSCRIBE_DELAY)
+            asyncio.get_running_loop().call_later(RESUBSCRIBE_DELAY, self._subscribe)
+            return
+        log.info("subscribed to %s (granted QoS %d)", self.config.subscribe, codes[0].value)
+
+    def _on_down(self, reason: str) -> None:
+        if not self._down_logged:
+            self._down_logged = True
+            log.warning("%s; unacknowledged messages will be redelivered after reconnecting",
+                        reason)
+
+    @property
+    def rejected(self) -> int:
+        """Payloads rejected so far, of every reason."""
+        return self.rejects.total()
+
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        topic = message.topic  # paho decodes it on every access
+        if is_confirm_topic(topic):
+            # Confirmations (ours or another consumer's) are for gateways, not readings.
+            if message.qos > 0:
+                self.link.ack(message.mid, message.qos)
+            return
+        if message.qos == 0 and len(self._batch) >= HELD_BATCHES * self.config.commit_batch:
+            # The database is not keeping up (or down). QoS 1 is bounded by our
+            # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
+            self._overflow += 1
+            return
+        self._batch.append(_Inbound(message.mid, message.qos, topic, bytes(message.payload),
+                                    self.link.generation))
+        if len(self._batch) >= self.config.commit_batch:
+            self._commit_now.set()
+
+    def commit(self) -> None:
+        """Store the batch in one transaction, then acknowledge it.
+
+        Raises:
+            Exception: the database error; the batch is kept for the next try.
+        """
+        if not self._batch:
+            return
+        batch = self._batch
+        readings: list[Envelope] = []
+        to_confirm: list[tuple[str, Envelope]] = []
+        rejects: Counter[str] = Counter()
+        for item in batch:
+            decoded = decode(item.payload)
+            if isinstance(decoded, Undecodable):
+                rejects[decoded.reason] += 1
+                self._note_reject(item.topic, decoded)
+                continue
+            readings.append(decoded)
+            if decoded.confirm and (prefix := prefix_of(item.topic)) is not None:
+                to_confirm.append((prefix, decoded))
+        if self._overflow:
+            rejects["at_most_once_overflow"] += self._overflow
+        fresh, duplicates = self.db.store_batch(readings, rejects)
+        self._overflow = 0
+        self._batch = []
+        self.fresh += fresh
+        self.duplicates += duplicates
+        self.rejects.update(rejects)
+        if self.on_committed is not None and readings:
+            self.on_committed(readings)
+        for item in batch:
+            # A message of an earlier connection is redelivered by the broker;
+            # its packet id now means something else.
+            if item.qos > 0 and item.connection == self.link.generation and self.link.connected:
+                self.link.ack(item.mid, item.qos)
+        if to_confirm:
+            self._confirm(to_confirm)
+
+    def _confirm(self, committed: list[tuple[str, Envelope]]) -> None:
+        """Tell each gateway which seqs of its streams are now committed (one message each)."""
+        seqs: dict[tuple[str, str], dict[tuple[str, str, str], list[int]]] = {}
+        for prefix, env in committed:
+            streams = seqs.setdefault((prefix, env.gateway), {})
+            streams.setdefault((env.epoch, env.device, env.stream), []).append(env.seq)
+        for (prefix, gateway), streams in seqs.items():
+            marks = [Mark(epoch, device, stream, first, last)
+                     for (epoch, device, stream), found in sorted(streams.items())
+                     for first, last in ranges(found)]
+            if self.link.publish(confirm_topic(prefix), encode_marks(gateway, marks), 1) is not None:
+                self.confirmations_sent += 1
+
+    def _note_reject(self, topic: str, reason: Undecodable) -> None:
+        if reason.reason not in self._reasons_seen:
+            self._reasons_seen.add(reason.reason)
+            log.warning("topic=%s payload skipped: %s: %s (further ones are counted in "
+                        "consumer_rejects)", topic, reason.reason, reason.detail)
+
+    async def _committer(self) -> None:
+        backoff = Backoff(base=0.2, cap=10.0)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_now.wait(), self.config.commit_interval)
+            self._commit_now.clear()
+            self.committer_at = time.monotonic()
+            try:
+                self.commit()
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - any database error: keep the batch, retry
+                delay = backoff.next_delay()
+                log.error("database %s: commit failed (%s); %d messages kept unacknowledged, "
+                          "retrying in %.1fs", self.config.database_label,
+                          mask_passwords(str(exc)), len(self._batch), delay)
+                await asyncio.sleep(delay)
+
+    async def _summaries(self) -> None:
+        last = (-1, -1, -1)
+        while True:
+            await asyncio.sleep(self.config.summary_interval)
+            figures = (self.fresh, self.duplicates, self.rejected)
+            if figures != last:
+                last = figures
+                log.info("summary: stored %d, duplicates dropped %d, payloads rejected %d",
+                         *figures)
+
+    async def run(self, stop: asyncio.Event, supervision: Supervision | None = None) -> bool:
+        """Consume until `stop` is set; commit and acknowledge what is held."""
+        log.info("consumer %s starting: database %s", self.config.client_id,
+                 self.config.database_label)
+        tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
+                 asyncio.create_task(self._committer(), name="committer"),
+                 asyncio.create_task(self._summaries(), name="summaries")]
+        if supervision is not None:
+            supervision.ready(
+                f"consuming {self.config.subscribe} into {self.config.database_label}",
+                lambda: Progress(time.monotonic(), self.committer_at,
+                                 not any(t.done() for t in tasks)),
+                self.config.commit_interval, self._describe)
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        for task in failed:
+            log.error("task %s failed: %r; stopping", task.get_name(), task.exception())
+        if supervision is not None:
+            supervision.stopping("stopping: committing and acknowledging what is held")
+        try:
+            self.commit()
+        except Exception as exc:  # noqa: BLE001 - unacknowledged messages will be redelivered
+            log.error("database %s: final commit failed (%s)", self.config.database_label,
+                      mask_passwords(str(exc)))
+        if self.link.connected and self.link.client.socket() is not None:
+            self.link.client.loop_write()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("consumer stopped: stored %d, duplicates dropped %d, rejected %d",
+                 self.fresh, self.duplicates, self.rejected)
+        return not failed
+
+    def _describe(self) -> str:
+        state = "connected" if self.link.connected else "broker unreachable"
+        return (f"{state}; stored {self.fresh}, duplicates {self.duplicates}, "
+                f"rejected {self.rejected}")
+
+
+async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    db = open_readings_db(config.database)
+    consumer = Consumer(config, db, secrets)
+    metrics: MetricsEndpoint | None = None
+    if config.metrics is not None:
+        from gateway.ops.metrics import LAG_BUCKETS, ConsumerCollector, MetricsEndpoint  # noqa: PLC0415
+
+        metrics = MetricsEndpoint(config.metrics, ConsumerCollector(consumer),
+                                  "mqtt_consumer_lag_seconds", LAG_BUCKETS)
+        consumer.on_committed = metrics.observe_lag
+    supervision = Supervision(metrics=metrics)
+    try:
+        return await consumer.run(stop, supervision)
+    finally:
+        await supervision.close()
+        db.close()
+
+
+def consume(config: ConsumerConfig, secrets: BrokerSecrets | None = None) -> int:
+    """Run the consumer until SIGTERM/SIGINT; the process exit code."""
+    try:
+        ok = asyncio.run(_serve(config, secrets))
+    except Exception as exc:  # noqa: BLE001 - e.g. database unreachable at start
+        log.error("consumer cannot run: %s", mask_passwords(str(exc)))
+        return 1
+    return 0 if ok else 1
+
+

@@ -1,0 +1,250 @@
+"""The consumer's database: `readings`, per-stream counters and reject counts.
+
+Two backends with one interface, `ReadingsDB`: a SQLite file (default) or
+PostgreSQL (psycopg 3). `store_batch()` inserts a batch of readings in one
+transaction, skipping identities already stored, and adds the batch's
+per-stream counters in the same transaction, so a reading and the counters
+that account for it commit together (the inbox pattern: the caller acks the
+broker only after this returns).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.config.consumer_config import is_postgres_url
+from gateway.core.dedup import StreamId, fold
+from gateway.core.envelope import Envelope, format_ts
+
+_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
+
+
+class ReadingsDB(Protocol):
+    """Where the consumer writes."""
+
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+        """Store a batch; returns (fresh, duplicates). Raises the driver's error on failure.
+
+        A reading whose text cannot be stored (NUL, lone surrogates) is not stored: it is
+        counted as the reject `bad_field`, in the database and, after the commit, in `rejects`.
+        """
+
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
+    """The `readings` row of a reading, or None when a backend cannot store its text."""
+    value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
+    if not all(_storable(text) for text in (env.gateway, env.epoch, env.device, env.stream, value,
+                                            env.unit or "")):
+        return None
+    return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
+            env.unit, received_at)
+
+
+def _storable(text: str) -> bool:
+    """False for text that `decode` accepts ("\\ud800", "\\u0000") but a backend cannot store:
+    lone surrogates (not UTF-8) and NUL (not in PostgreSQL text). Failing the whole batch on
+    one of them would make the consumer retry it forever (DESIGN.md rule 4)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float
+          ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], Counter[str]]:
+    """The rows to insert, and the batch's reject counts with unstorable readings as bad_field."""
+    rows = []
+    all_rejects = Counter(rejects)
+    received_text = format_ts(received_at)  # one commit, one time
+    for env in readings:
+        row = _row(env, received_text)
+        if row is None:
+            all_rejects["bad_field"] += 1
+        else:
+            rows.append((env, row))
+    return rows, all_rejects
+
+
+class SqliteReadings:
+    """`readings` in a SQLite file (WAL mode, synchronous=FULL: acks follow commits)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        # `readings` is keyed by identity alone (WITHOUT ROWID, which sqlite-utils cannot
+        # declare); the counter tables are plain keyed tables.
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS readings (
+                gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL,
+                value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL,
+                PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID""")
+        import sqlite_utils  # noqa: PLC0415 - not for the gateway's metrics, which read gaps here
+
+        db = sqlite_utils.Database(self._conn)
+        db.create_table(
+            "stream_counters",
+            {"gateway": str, "epoch": str, "device": str, "stream": str, "max_seq": int,
+             "received": int, "duplicates": int, "gaps": int},
+            pk=("gateway", "epoch", "device", "stream"),
+            not_null=("gateway", "epoch", "device", "stream", "max_seq", "received",
+                      "duplicates", "gaps"),
+            if_not_exists=True,
+        )
+        db.create_table("consumer_rejects", {"reason": str, "count": int}, pk="reason",
+                        not_null=("count",), if_not_exists=True)
+
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+        """See `ReadingsDB.store_batch`."""
+        rows, all_rejects = _rows(readings, rejects, time.time())
+        conn = self._conn
+        outcomes: list[tuple[StreamId, int, bool]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for env, row in rows:
+                cursor = conn.execute(
+                    f"INSERT OR IGNORE INTO readings({_READINGS_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
+                                 cursor.rowcount == 1))
+            deltas = fold(outcomes)
+            conn.executemany(
+                "INSERT INTO stream_counters(gateway, epoch, device, stream, max_seq, received, "
+                "duplicates, gaps) VALUES (?, ?, ?, ?, ?, ?, ?, max(0, ? - ?)) "
+                "ON CONFLICT(gateway, epoch, device, stream) DO UPDATE SET "
+                "max_seq = max(max_seq, excluded.max_seq), "
+                "received = received + excluded.received, "
+                "duplicates = duplicates + excluded.duplicates, "
+                "gaps = max(0, max(max_seq, excluded.max_seq) - (received + excluded.received))",
+                [(*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received)
+                 for key, d in deltas.items()],
+            )
+            conn.executemany(
+                "INSERT INTO consumer_rejects(reason, count) VALUES (?, ?) "
+                "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
+                list(all_rejects.items()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
+        fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
+        return fresh, len(outcomes) - fresh
+
+    def close(self) -> None:
+        """See `ReadingsDB.close`."""
+        self._conn.close()
+
+
+class PostgresReadings:
+    """`readings` in PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # noqa: PLC0415 - only with PostgreSQL: loading it costs ~12 MB of RSS
+
+        self._conn = psycopg.connect(url, autocommit=False)
+        with self._conn.cursor() as cur:
+            cur.execute(
+                """
+                CREATE TABLE IF NOT EXISTS readings (
+                    gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                    stream TEXT NOT NULL, seq BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
+                    value TEXT NOT NULL, unit TEXT, received_at TIMESTAMPTZ NOT NULL,
+                    PRIMARY KEY (gateway, epoch, device, stream, seq));
+                CREATE TABLE IF NOT EXISTS stream_counters (
+                    gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
+                    stream TEXT NOT NULL, max_seq BIGINT NOT NULL, received BIGINT NOT NULL,
+                    duplicates BIGINT NOT NULL, gaps BIGINT NOT NULL,
+                    PRIMARY KEY (gateway, epoch, device, stream));
+                CREATE TABLE IF NOT EXISTS consumer_rejects (
+                    reason TEXT PRIMARY KEY, count BIGINT NOT NULL);
+                """
+            )
+        self._conn.commit()
+
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+        """See `ReadingsDB.store_batch`."""
+        rows, all_rejects = _rows(readings, rejects, time.time())
+        outcomes: list[tuple[StreamId, int, bool]] = []
+        try:
+            with self._conn.cursor() as cur:
+                for env, row in rows:
+                    cur.execute(
+                        f"INSERT INTO readings({_READINGS_COLUMNS}) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        row)
+                    outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
+                                     cur.rowcount == 1))
+                deltas = fold(outcomes)
+                for key, d in deltas.items():
+                    cur.execute(
+                        "INSERT INTO stream_counters AS c (gateway, epoch, device, stream, "
+                        "max_seq, received, duplicates, gaps) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, greatest(0, %s - %s)) "
+                        "ON CONFLICT (gateway, epoch, device, stream) DO UPDATE SET "
+                        "max_seq = greatest(c.max_seq, excluded.max_seq), "
+                        "received = c.received + excluded.received, "
+                        "duplicates = c.duplicates + excluded.duplicates, "
+                        "gaps = greatest(0, greatest(c.max_seq, excluded.max_seq) "
+                        "- (c.received + excluded.received))",
+                        (*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received))
+                for reason, count in all_rejects.items():
+                    cur.execute(
+                        "INSERT INTO consumer_rejects AS r (reason, count) VALUES (%s, %s) "
+                        "ON CONFLICT (reason) DO UPDATE SET count = r.count + excluded.count",
+                        (reason, count))
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
+        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
+        fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
+        return fresh, len(outcomes) - fresh
+
+    def close(self) -> None:
+        """See `ReadingsDB.close`."""
+        self._conn.close()
+
+
+def open_readings_db(database: str) -> ReadingsDB:
+    """The backend a `database:` setting names."""
+    if is_postgres_url(database):
+        return PostgresReadings(database)
+    return SqliteReadings(Path(database))
+
+
+def read_gaps(database: str) -> int:
+    """Gaps over every stream of the database a `database:` setting names, through a
+    short read-only connection of its own (the metrics endpoint's thread).
+
+    Raises:
+        Exception: the driver's error when the database cannot be read.
+    """
+    query = "SELECT coalesce(sum(gaps), 0) FROM stream_counters"
+    if is_postgres_url(database):
+        import psycopg  # noqa: PLC0415 - only with PostgreSQL, see PostgresReadings
+
+        with psycopg.connect(database, connect_timeout=5) as conn:
+            row = conn.execute(query).fetchone()
+    else:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)) as lite:
+            row = lite.execute(query).fetchone()
+    return int(row[0]) if row is not None else 0

@@ -1,0 +1,59 @@
+"""`mqtt-gateway check`: validate a gateway or a consumer config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config.common import ConfigError
+from gateway.config.consumer_config import load_consumer_config
+from gateway.config.credentials import BrokerCredentials, CredentialError, load_secrets
+from gateway.config.gateway_config import DriverTable, load_gateway_config
+from gateway.config.reader import Problem
+from gateway.config.yaml_source import load_located
+
+
+def config_kind(path: Path) -> str:
+    """`consumer` when the file has a top-level `database:` key, else `gateway`."""
+    try:
+        root, _ = load_located(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError):
+        return "gateway"  # the gateway loader reports what is wrong with the file
+    if root is not None and isinstance(root.value, dict) and "database" in root.value \
+            and "devices" not in root.value:
+        return "consumer"
+    return "gateway"
+
+
+def check_file(path: Path, drivers: DriverTable) -> tuple[str, str]:
+    """The kind of config and a one-line summary of it.
+
+    Raises:
+        ConfigError: listing every problem in the file.
+    """
+    if config_kind(path) == "consumer":
+        consumer = load_consumer_config(path)
+        _check_secrets(consumer.credentials)
+        return "consumer", f"broker {consumer.address}, subscribe {consumer.subscribe}, " \
+                           f"database {consumer.database_label}"
+    config = load_gateway_config(path, drivers)
+    _check_secrets(config.broker.credentials)
+    streams = sum(len(d.streams) for d in config.devices)
+    return "gateway", (f"gateway {config.gateway_id}, {len(config.devices)} devices, "
+                       f"{streams} streams, broker {config.broker.address}")
+
+
+def _check_secrets(credentials: BrokerCredentials) -> None:
+    """The credential files must be readable now (by whoever runs `check`)."""
+    try:
+        load_secrets(credentials)
+    except CredentialError as exc:
+        raise ConfigError(exc.problems) from exc
+
+
+def problems_in(path: Path, drivers: DriverTable) -> list[Problem]:
+    """Every problem `check` would print for a file (empty when it is valid)."""
+    try:
+        check_file(path, drivers)
+    except ConfigError as exc:
+        return exc.problems
+    return []

@@ -1,0 +1,172 @@
+"""The wire format of one reading (DESIGN.md section 3.3), encoded and decoded.
+
+Pure: bytes in, `Envelope` or `Undecodable` out. The consumer rejects an
+unknown major version `v` with a counted reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.core.strict_json import loads_strict
+
+JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
+
+WIRE_VERSION = 1
+MAX_SEQ = 2**63 - 1
+_REQUIRED_TEXT = ("gateway", "epoch", "device", "stream")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One reading with its identity `(gateway, epoch, device, stream, seq)`."""
+
+    gateway: str
+    epoch: str
+    device: str
+    stream: str
+    seq: int
+    ts: float
+    value: Any
+    unit: str | None
+    confirm: bool = False  # the gateway waits for the consumer's end-to-end confirmation
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Why a payload is not a reading: `reason` is a counter name."""
+
+    reason: str
+    detail: str
+
+
+def format_ts(ts: float) -> str:
+    """Unix seconds -> RFC 3339 UTC with milliseconds, e.g. `2026-11-26T21:00:00.123Z`.
+
+    The same text as `datetime.fromtimestamp(ts, UTC)` gives (microseconds rounded half
+    to even, then truncated to milliseconds); the date and time of day are formatted once
+    per second, as readings mostly come many to a second.
+    """
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    second = int(whole)
+    if us >= 1_000_000:
+        second, us = second + 1, us - 1_000_000
+    elif us < 0:
+        second, us = second - 1, us + 1_000_000
+    return f"{_second_text(second)}{us // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    """`2026-11-26T21:00:00.` for a whole Unix second."""
+    moment = datetime.fromtimestamp(second, UTC)
+    # Not strftime alone: its %Y does not pad years before 1000 to the four digits RFC 3339 needs.
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.")
+
+
+def parse_ts(text: str) -> float | None:
+    """RFC 3339 text -> Unix seconds, or None when it is not a timestamp."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            return None
+        ts = moment.timestamp()
+        # A time whose UTC date leaves years 1-9999 cannot be written back by format_ts.
+        datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return ts
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The UTF-8 JSON payload of a reading."""
+    body: dict[str, Any] = {
+        "v": WIRE_VERSION,
+        "gateway": envelope.gateway,
+        "epoch": envelope.epoch,
+        "device": envelope.device,
+        "stream": envelope.stream,
+        "seq": envelope.seq,
+        "ts": format_ts(envelope.ts),
+        "value": envelope.value,
+    }
+    if envelope.unit is not None:
+        body["unit"] = envelope.unit
+    if envelope.confirm:
+        body["confirm"] = True
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def json_safe(value: Any) -> bool:
+    """True when `value` encodes as strict UTF-8 JSON.
+
+    Rejects what `encode` would fail on: NaN or infinity, strings and keys
+    that are not valid Unicode (lone surrogates, which a JSON line can carry
+    as an escape), non-string keys, and nesting deeper than the encoder can go.
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is int:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is str:
+        # Per reading: scalars skip the full encode below; only lone surrogates fail here.
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
+
+
+
+def decode(payload: bytes) -> Envelope | Undecodable:
+    """Parse and check one payload."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable("invalid_utf8", "payload is not UTF-8")
+    try:
+        body = loads_strict(text)
+    except json.JSONDecodeError as exc:
+        return Undecodable("bad_json", f"not JSON ({exc.msg})")
+    except (ValueError, RecursionError) as exc:
+        # NaN, Infinity, 1e400, an integer of over 4300 digits, or nesting deeper than the stack.
+        return Undecodable("bad_json", f"not JSON ({type(exc).__name__}: {exc!s:.60})")
+    if not isinstance(body, dict):
+        return Undecodable("not_an_object", "payload is not a JSON object")
+    version = body.get("v")
+    if isinstance(version, bool) or not isinstance(version, int):
+        return Undecodable("bad_field", f"'v' must be an integer, found {version!r:.40}")
+    if version != WIRE_VERSION:
+        return Undecodable("unknown_version", f"wire version v={version} (this consumer reads v=1)")
+    for key in _REQUIRED_TEXT:
+        if not isinstance(body.get(key), str) or not body[key]:
+            return Undecodable("bad_field", f"'{key}' must be a non-empty string")
+    seq = body.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        return Undecodable("bad_field", f"'seq' must be an integer from 1 to 2^63-1, found {seq!r:.40}")
+    ts_text = body.get("ts")
+    ts = parse_ts(ts_text) if isinstance(ts_text, str) else None
+    if ts is None:
+        return Undecodable("bad_field", f"'ts' must be an RFC 3339 UTC time, found {ts_text!r:.40}")
+    if "value" not in body:
+        return Undecodable("bad_field", "'value' is missing")
+    unit = body.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        return Undecodable("bad_field", "'unit' must be a string")
+    confirm = body.get("confirm", False)
+    if not isinstance(confirm, bool):
+        return Undecodable("bad_field", "'confirm' must be true or false")
+    return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
+                    body["value"], unit, confirm)

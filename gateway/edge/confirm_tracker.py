@@ -1,0 +1,92 @@
+"""The gateway's side of end-to-end confirmation (`confirmation: end-to-end`).
+
+Rows of exactly-once streams stay in the outbox after the broker's PUBCOMP
+until the consumer confirms it committed them: it publishes per-stream
+ranges of committed seqs to `{topic_prefix}/_confirm`. A range is trusted only
+for an (epoch, device, stream) this gateway knows and seqs it has handed out;
+anything else is ignored, counted and logged once per reason. A held row
+whose confirmation does not come within `confirmation_timeout` (doubling per
+resend, up to 32x) is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+
+from gateway.core.confirmation import confirm_topic, decode_marks, trusted_range
+from gateway.mqtt.link import MqttLink
+from gateway.store.outbox import Confirmations, Outbox
+
+log = logging.getLogger("gateway.confirm")
+
+RESEND_BATCH = 1000
+RESEND_SCAN_EVERY = 1.0  # seconds between looks for overdue confirmations
+
+
+class ConfirmationTracker:
+    """Collects the consumer's confirmations for the next group commit."""
+
+    def __init__(self, link: MqttLink, outbox: Outbox, prefix: str, timeout: float) -> None:
+        self._scanned_at = 0.0
+        self.link = link
+        self.outbox = outbox
+        self.topic = confirm_topic(prefix)
+        self.timeout = timeout
+        self._marks: list[tuple[str, str, str, int, int]] = []
+        self.accepted = 0
+        self.ignored: Counter[str] = Counter()
+        self.resent = 0
+        link.on_message = self.on_message
+
+    def subscribe(self) -> None:
+        """Subscribe to the confirmation topic (after every CONNACK)."""
+        self.link.subscribe(self.topic, qos=1)
+
+    def on_message(self, message: mqtt.MQTTMessage) -> None:
+        """Check one confirmation message and keep its trustworthy marks."""
+        decoded = decode_marks(bytes(message.payload))
+        if isinstance(decoded, str):
+            self._ignore("confirm_undecodable", f"topic {message.topic}: {decoded}")
+            return
+        gateway, marks = decoded
+        if gateway != self.outbox.gateway_id:
+            self._ignore("confirm_other_gateway", f"confirmation for gateway {gateway!r}")
+            return
+        for mark in marks:
+            trusted = trusted_range(mark, self.outbox.issued(mark.epoch, mark.device, mark.stream),
+                                    mark.epoch == self.outbox.epoch)
+            if isinstance(trusted, str):
+                self._ignore(trusted, f"device={mark.device} stream={mark.stream} "
+                                      f"epoch={mark.epoch} seq={mark.first}..{mark.last}")
+                continue
+            self.accepted += 1
+            self._marks.append((mark.epoch, mark.device, mark.stream, *trusted))
+
+    def _ignore(self, reason: str, detail: str) -> None:
+        first = reason not in self.ignored
+        self.ignored[reason] += 1
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "ignored a confirmation on %s: %s: %s%s", self.topic, reason, detail,
+                " (further ones are counted)" if first else "")
+
+    def restore(self, marks: list[tuple[str, str, str, int, int]]) -> None:
+        """Give back the marks of a commit that failed, for the next one."""
+        self._marks[:0] = marks
+
+    def take(self, held: list[int]) -> tuple[Confirmations, list[int]]:
+        """What the next commit settles, and the rows to send again now (looked for at
+        most every RESEND_SCAN_EVERY seconds)."""
+        resend: list[int] = []
+        if time.monotonic() - self._scanned_at >= RESEND_SCAN_EVERY:
+            self._scanned_at = time.monotonic()
+            resend = self.outbox.due_for_resend(time.time(), self.timeout, RESEND_BATCH)
+        if resend:
+            self.resent += len(resend)
+            log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
+                     "sending them again", len(resend), self.timeout)
+        marks, self._marks = self._marks, []
+        return Confirmations(held, marks, resend), resend

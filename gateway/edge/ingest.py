@@ -1,0 +1,154 @@
+"""From device records to readings: the sink every driver writes into.
+
+`Intake` holds what has been read but not yet committed: durable readings
+waiting for the next group commit, the bounded in-memory queue of
+at-most-once readings, and drop counts by (reason, device, stream). Each
+driver gets a `DeviceSink` that maps its records' fields onto its streams,
+passing each value through the stream's report-by-exception filter before
+it becomes a reading, so a suppressed value never takes a seq (no gap).
+Suppressed values are counted under the reason `suppressed`, beside the
+drops but not among them: they are not a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from devices.base import Record
+from gateway.config.gateway_config import DeviceConfig, GatewayConfig
+from gateway.core.envelope import Envelope, encode, json_safe
+from gateway.core.identity import SequenceCounters
+from gateway.core.report_by_exception import ExceptionFilter
+from gateway.store.outbox import NewReading
+from gateway.store.schema import DropKey
+
+log = logging.getLogger("gateway.ingest")
+
+_MISSING = object()
+SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class Volatile:
+    """An at-most-once reading, identified and encoded, held in memory only."""
+
+    device: str
+    stream: str
+    topic: str
+    payload: bytes
+
+
+class Intake:
+    """Readings on their way into the store or the at-most-once queue."""
+
+    def __init__(self, config: GatewayConfig, epoch: str, counters: SequenceCounters) -> None:
+        self.gateway_id = config.gateway_id
+        self.epoch = epoch
+        self.counters = counters
+        self.commit_batch = config.store.commit_batch
+        self.pending: list[NewReading] = []
+        self.volatile: deque[Volatile] = deque()
+        self.volatile_limit = config.store.at_most_once_buffer
+        self.drops: Counter[DropKey] = Counter()
+        self.read = 0
+        self.dropped_total = 0
+        self.suppressed_total = 0
+        self.on_batch_full: Callable[[], None] = lambda: None
+        self.on_volatile: Callable[[], None] = lambda: None
+
+    def accept(self, reading: NewReading) -> None:
+        """Take one reading of a stream."""
+        self.read += 1
+        if reading.qos > 0:
+            self.pending.append(reading)
+            if len(self.pending) >= self.commit_batch:
+                self.on_batch_full()
+            return
+        seq = self.counters.next((reading.device, reading.stream))
+        payload = encode(Envelope(self.gateway_id, self.epoch, reading.device, reading.stream, seq,
+                                  reading.ts, reading.value, reading.unit))
+        if len(self.volatile) >= self.volatile_limit:
+            oldest = self.volatile.popleft()
+            self.drop("at_most_once_buffer_full", oldest.device, oldest.stream)
+        self.volatile.append(Volatile(reading.device, reading.stream, reading.topic, payload))
+        self.on_volatile()
+
+    def drop(self, reason: str, device: str, stream: str, count: int = 1) -> None:
+        """Count readings dropped for `reason`."""
+        self.drops[(reason, device, stream)] += count
+        self.dropped_total += count
+
+    def suppress(self, device: str, stream: str) -> None:
+        """Count one reading held back by report by exception (not a drop)."""
+        self.drops[(SUPPRESSED, device, stream)] += 1
+        self.suppressed_total += 1
+
+    def take(self) -> tuple[list[NewReading], Counter[DropKey]]:
+        """Everything waiting for the next commit."""
+        pending, drops = self.pending, self.drops
+        self.pending, self.drops = [], Counter()
+        return pending, drops
+
+
+class DeviceSink:
+    """The `RecordSink` of one device: fields -> stream readings, rejects -> counts."""
+
+    def __init__(self, device: DeviceConfig, intake: Intake, topics: dict[str, str],
+                 confirm: frozenset[str] = frozenset()) -> None:
+        self.device = device
+        self.intake = intake
+        self._up: bool | None = None
+        self._reasons_seen: set[str] = set()
+        # Per stream, worked out once: its QoS, its topic, whether its rows wait for the
+        # consumer's confirmation, and its report-by-exception filter (None: all readings go).
+        self._routes = [
+            (stream, stream.delivery.qos, topics[stream.name], stream.name in confirm,
+             ExceptionFilter(stream.report) if stream.report.active else None)
+            for stream in device.streams
+        ]
+
+    def record(self, record: Record) -> None:
+        """Map one record onto the device's streams."""
+        fields = record.fields
+        for stream, qos, topic, confirm, gate in self._routes:
+            value = fields.get(stream.field, _MISSING)
+            if value is _MISSING:
+                if record.partial:
+                    continue
+                self._reject("missing_field", stream.name,
+                             f"stream {stream.name}: field '{stream.field}' not in the record")
+                continue
+            if not json_safe(value):
+                self._reject("bad_value", stream.name,
+                             f"stream {stream.name}: value {value!r:.40} is not valid JSON")
+                continue
+            if gate is not None and not gate.admit(record.ts, value):
+                self.intake.suppress(self.device.id, stream.name)
+                continue
+            self.intake.accept(NewReading(self.device.id, stream.name, qos, record.ts, value,
+                                          stream.unit, topic, confirm))
+
+    def rejected(self, reason: str, detail: str) -> None:
+        """Count input the driver could not turn into a record."""
+        self._reject(reason, "*", detail)
+
+    def _reject(self, reason: str, stream: str, detail: str) -> None:
+        self.intake.drop(reason, self.device.id, stream)
+        if reason not in self._reasons_seen:
+            self._reasons_seen.add(reason)
+            log.warning("device=%s dropped input: %s: %s (further drops of this kind are "
+                        "counted, see `status`)", self.device.id, reason, detail)
+
+    def device_state(self, up: bool, detail: str) -> None:
+        """Log a change of the device's state, once per change."""
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.info("device=%s up: %s", self.device.id, detail)
+        else:
+            log.warning("device=%s down: %s; retrying", self.device.id, detail)
+

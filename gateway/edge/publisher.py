@@ -1,0 +1,226 @@
+"""Feeds the broker from the outbox and the at-most-once queue, and settles acks.
+
+The publisher owns the in-flight window. It sends at-most-once readings
+first (they are cheap and only worth anything while fresh), then rows to
+retry, then new rows from the store, never more than the window allows.
+Rows stored while connected (the live lane) go before the backlog found at
+connect time, so a long drain after an outage does not hold fresh readings
+behind it; each lane is sent in id order (seq order per stream). The window
+is refilled a quarter at a time, so a busy link costs one store query per
+batch of acknowledgements rather than one per acknowledgement. Each
+PUBACK/PUBCOMP is classified: delivered rows are deleted at the next group
+commit, rejected ones quarantined, transient failures retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.core.backoff import Backoff
+from gateway.core.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
+from gateway.core.packet_size import publish_packet_size
+from gateway.edge.ingest import Intake
+from gateway.mqtt.link import MqttLink, Session
+from gateway.store.outbox import Outbox, OutboxRow
+
+log = logging.getLogger("gateway.publisher")
+
+
+
+class Publisher:
+    """Moves readings from the store and the volatile queue onto the link."""
+
+    def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
+                 max_payload_bytes: int, hold_for_confirmation: bool = False) -> None:
+        self.link = link
+        # Under end-to-end confirmation, flagged rows wait for the consumer; in
+        # broker mode (also for rows flagged under an earlier config) a broker
+        # acknowledgement is enough.
+        self._hold = hold_for_confirmation
+        self.outbox = outbox
+        self.intake = intake
+        self.window = InflightWindow(max_inflight)
+        self._max_inflight = max_inflight
+        self._max_payload = max_payload_bytes
+        self._max_packet: int | None = None
+        self._cursor = 0  # the last row sent, in id order (the live lane)
+        # The backlog found at a connect: (the last of its rows sent, its last row).
+        self._backlog: tuple[int, int] | None = None
+        self._retry: list[int] = []
+        self._in_flight_rows: dict[int, OutboxRow] = {}
+        self._quarantine_logged: set[tuple[str, str, str]] = set()
+        self._later: list[int] = []
+        self._later_timer: asyncio.TimerHandle | None = None
+        self._later_backoff = Backoff(base=0.5, cap=30.0)
+        self._retry_logged: set[tuple[str, str, int]] = set()
+        self.retries = 0
+        self.acked: list[int] = []
+        self.held: list[int] = []
+        self.quarantined: list[tuple[int, str]] = []
+        self.sent_volatile = 0
+        self.acknowledged = 0
+        self.settled = 0  # stored rows' acks of any outcome (the watchdog's proof of progress)
+        self.first_ack_logged = False
+        self.feeding = True
+        self._wake = asyncio.Event()
+        link.on_publish = self._on_publish
+
+    def wake(self) -> None:
+        """Something to send may have arrived."""
+        self._wake.set()
+
+    def connected(self, session: Session) -> None:
+        """Adopt the broker's limits from CONNACK and start sending."""
+        self.window.resize(min(self._max_inflight, session.receive_maximum))
+        self._max_packet = session.maximum_packet_size
+        last = self.outbox.last_id()
+        if self._backlog is None and last > self._cursor:
+            # What is stored now is the backlog; what is stored from here on goes first.
+            # (Reconnecting during a drain keeps both lanes: the live lane holds what came
+            # meanwhile and still goes first.)
+            self._backlog, self._cursor = (self._cursor, last), last
+        self.wake()
+
+    def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
+        """Why a message must not be sent, or None when it fits."""
+        if len(payload) > self._max_payload:
+            return f"too_large: payload {len(payload)} bytes, max_payload_bytes {self._max_payload}"
+        if self._max_packet is not None:
+            size = publish_packet_size(topic, len(payload), qos)
+            if size > self._max_packet:
+                return f"too_large: packet {size} bytes, broker maximum {self._max_packet}"
+        return None
+
+    async def run(self) -> None:
+        """Send whatever there is room for, each time something changes."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.link.connected:
+                self._send_volatile()
+                if self.feeding:
+                    self._fill_window()
+
+    def _send_volatile(self) -> None:
+        queue = self.intake.volatile
+        while queue and self.link.connected:
+            item = queue[0]
+            if self._too_large(item.topic, item.payload, 0) is not None:
+                queue.popleft()
+                self.intake.drop("too_large", item.device, item.stream)
+                continue
+            if self.link.publish(item.topic, item.payload, 0) is None:
+                return
+            queue.popleft()
+            self.sent_volatile += 1
+
+    def _fill_window(self) -> None:
+        room = self.window.room
+        if room and self._retry:
+            batch, self._retry = self._retry[:room], self._retry[room:]
+            self._send_rows(self.outbox.fetch_ids(batch))
+            room = self.window.room
+        if room < max(1, self.window.capacity // 4) and len(self.window):
+            return  # wait for more acknowledgements: refill in batches
+        rows = self.outbox.fetch(self._cursor, room)
+        if rows:
+            self._cursor = rows[-1].id
+            self._send_rows(rows)
+            room = self.window.room
+        if room and self._backlog is not None:
+            sent, last = self._backlog
+            rows = self.outbox.fetch(sent, room, up_to=last)
+            self._backlog = (rows[-1].id, last) if rows else None  # None: the backlog is sent
+            self._send_rows(rows)
+
+    def _send_rows(self, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            if row.id in self._in_flight_rows:
+                continue  # already on its way (a resend and the cursor can meet after a restart)
+            too_large = self._too_large(row.topic, row.payload, row.qos)
+            if too_large is not None:
+                self._quarantine(row, too_large)
+                continue
+            mid = self.link.publish(row.topic, row.payload, row.qos)
+            if mid is None:
+                # Lost the connection while sending: this row and the rest go again.
+                self._retry.append(row.id)
+                continue
+            self.window.add(mid, row.id)
+            self._in_flight_rows[row.id] = row
+
+    def _on_publish(self, mid: int, rc: ReasonCode) -> None:
+        row_id = self.window.settle(mid)
+        if row_id is None:
+            return  # an at-most-once message written to the socket
+        self.settled += 1
+        row = self._in_flight_rows.pop(row_id, None)
+        if row is None:
+            return
+        outcome = classify_ack(rc.value)
+        if outcome is AckOutcome.DELIVERED:
+            self._later_backoff.reset()
+            # A row under end-to-end confirmation stays until the consumer confirms it.
+            (self.held if row.confirm and self._hold else self.acked).append(row_id)
+            self.acknowledged += 1
+            if not self.first_ack_logged:
+                self.first_ack_logged = True
+                log.info("broker acknowledged the first stored reading: device=%s stream=%s "
+                         "seq=%d", row.device, row.stream, row.seq)
+        elif outcome is AckOutcome.RETRY:
+            self._retry_later(row, rc)
+        else:
+            self._quarantine(row, f"broker rejected: {rc}")
+        self.wake()
+
+    def _retry_later(self, row: OutboxRow, rc: ReasonCode) -> None:
+        """Keep a row the broker did not take for good, and send it again after a delay."""
+        self.retries += 1
+        first = (row.device, row.stream, rc.value) not in self._retry_logged
+        self._retry_logged.add((row.device, row.stream, rc.value))
+        hint = " (is the consumer running and subscribed?)" if rc.value == NO_MATCHING_SUBSCRIBERS \
+            else ""
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "device=%s stream=%s seq=%d: broker answered %s (0x%02x) on %s; the reading is "
+                "kept and sent again%s", row.device, row.stream, row.seq, rc, rc.value, row.topic,
+                hint)
+        self._later.append(row.id)
+        if self._later_timer is None:
+            delay = self._later_backoff.next_delay()
+            self._later_timer = asyncio.get_running_loop().call_later(delay, self._release_later)
+
+    def _release_later(self) -> None:
+        self._later_timer = None
+        self._retry.extend(self._later)
+        self._later.clear()
+        self.wake()
+
+    def _quarantine(self, row: OutboxRow, reason: str) -> None:
+        kind = reason.split(":", maxsplit=1)[0]
+        self.quarantined.append((row.id, reason))
+        first = (row.device, row.stream, kind) not in self._quarantine_logged
+        self._quarantine_logged.add((row.device, row.stream, kind))
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "device=%s stream=%s seq=%d quarantined (topic %s): %s%s", row.device, row.stream,
+                row.seq, row.topic, reason,
+                "; further ones of this stream are counted in `status`" if first else "")
+
+    def take_settled(self) -> tuple[list[int], list[tuple[int, str]], list[int]]:
+        """Rows acknowledged, rows quarantined, and acknowledged rows that wait for a
+        confirmation, since the last call."""
+        acked, quarantined, held = self.acked, self.quarantined, self.held
+        self.acked, self.quarantined, self.held = [], [], []
+        return acked, quarantined, held
+
+    def resend(self, row_ids: list[int]) -> None:
+        """Send stored rows again (their confirmation is overdue)."""
+        self._retry.extend(row_ids)
+        self.wake()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet acknowledged."""
+        return len(self.window)
