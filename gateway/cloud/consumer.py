@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.cloud.database import ReadingsDB, open_readings_db
+from gateway.cloud.snapshot import ConsumerSnapshot
 from gateway.config.consumer_config import ConsumerConfig, mask_passwords
 from gateway.config.credentials import BrokerSecrets
 from gateway.core.backoff import Backoff
@@ -252,6 +253,13 @@ class Consumer:
                  self.fresh, self.duplicates, self.rejected)
         return not failed
 
+    def metrics_snapshot(self) -> ConsumerSnapshot:
+        """The figures the metrics collector exports (read from the metrics thread)."""
+        return ConsumerSnapshot(
+            committed=self.fresh, duplicates=self.duplicates, rejects=dict(self.rejects),
+            broker_connected=self.link.connected, connections=self.link.connections,
+            confirmations_sent=self.confirmations_sent)
+
     def _describe(self) -> str:
         state = "connected" if self.link.connected else "broker unreachable"
         return (f"{state}; stored {self.fresh}, duplicates {self.duplicates}, "
@@ -267,11 +275,19 @@ async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
     consumer = Consumer(config, db, secrets)
     metrics: MetricsEndpoint | None = None
     if config.metrics is not None:
-        from gateway.ops.metrics import LAG_BUCKETS, ConsumerCollector, MetricsEndpoint  # noqa: PLC0415
+        from gateway.cloud.metrics import (  # noqa: PLC0415
+            CONSUMER_METRICS,
+            LAG_BUCKETS,
+            LAG_HISTOGRAM,
+            ConsumerCollector,
+            lag_observer,
+        )
+        from gateway.ops.metrics import MetricsEndpoint  # noqa: PLC0415
 
-        metrics = MetricsEndpoint(config.metrics, ConsumerCollector(consumer),
-                                  "mqtt_consumer_lag_seconds", LAG_BUCKETS)
-        consumer.on_committed = metrics.observe_lag
+        metrics = MetricsEndpoint(
+            config.metrics, ConsumerCollector(consumer.metrics_snapshot, config.database),
+            CONSUMER_METRICS, LAG_HISTOGRAM, LAG_BUCKETS)
+        consumer.on_committed = lag_observer(metrics)
     supervision = Supervision(metrics=metrics)
     try:
         return await consumer.run(stop, supervision)

@@ -28,6 +28,7 @@ from gateway.edge.confirm_tracker import ConfirmationTracker
 from gateway.edge.ingest import DeviceSink, Intake
 from gateway.edge.publisher import Publisher
 from gateway.edge.reload import plan_reload
+from gateway.edge.snapshot import GatewaySnapshot
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
@@ -185,6 +186,16 @@ class Gateway:
             self.outbox.write_runtime(self.runtime_snapshot())
         except sqlite3.Error as exc:
             log.debug("runtime snapshot not written: %s", exc)
+
+    def metrics_snapshot(self) -> GatewaySnapshot:
+        """The figures the metrics collector exports (read from the metrics thread)."""
+        return GatewaySnapshot(
+            read=self.intake.read, stored=self.stored, published=self.link.published,
+            acknowledged=self.publisher.acknowledged,
+            at_most_once_sent=self.publisher.sent_volatile,
+            at_most_once_queued=len(self.intake.volatile), in_flight=self.publisher.in_flight,
+            broker_connected=self.broker_up, connections=self.link.connections,
+            store_bytes=self.outbox.bytes_used)
 
     def runtime_snapshot(self) -> dict[str, Any]:
         """What `status` shows about the running process."""
@@ -349,11 +360,17 @@ async def serve(config: GatewayConfig, outbox: Outbox, secrets: BrokerSecrets | 
     gateway = Gateway(config, outbox, secrets, supervision)
     if config.metrics is not None:
         # Loaded only when asked for: prometheus-client costs ~2 MB of RSS.
-        from gateway.ops.metrics import LATENCY_BUCKETS, GatewayCollector, MetricsEndpoint  # noqa: PLC0415
+        from gateway.edge.metrics import (  # noqa: PLC0415
+            GATEWAY_METRICS,
+            LATENCY_BUCKETS,
+            LATENCY_HISTOGRAM,
+            GatewayCollector,
+        )
+        from gateway.ops.metrics import MetricsEndpoint  # noqa: PLC0415
 
-        supervision.metrics = MetricsEndpoint(config.metrics, GatewayCollector(gateway),
-                                              "mqtt_gateway_publish_latency_seconds",
-                                              LATENCY_BUCKETS)
+        supervision.metrics = MetricsEndpoint(
+            config.metrics, GatewayCollector(gateway.metrics_snapshot, config), GATEWAY_METRICS,
+            LATENCY_HISTOGRAM, LATENCY_BUCKETS)
         gateway.link.on_latency = supervision.metrics.observe
     reloading: asyncio.Task[None] | None = None
 

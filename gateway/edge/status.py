@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config.gateway_config import GatewayConfig
 from gateway.core.delivery import DeliveryClass
+from gateway.core.errors import MqttGatewayError
 from gateway.core.units import format_bytes
 from gateway.edge.ingest import SUPPRESSED
 
@@ -30,7 +31,7 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-class StatusError(Exception):
+class StatusError(MqttGatewayError):
     """The store cannot be read; the message says why."""
 
 

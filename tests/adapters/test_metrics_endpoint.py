@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gateway.config.common import ListenAddress
-from gateway.ops.metrics import LATENCY_BUCKETS, MetricsEndpoint
+from gateway.edge.metrics import GATEWAY_METRICS, LATENCY_BUCKETS, LATENCY_HISTOGRAM
+from gateway.ops.metrics import MetricsEndpoint
 from tests.support.ports import free_port
 
 
@@ -22,8 +23,8 @@ class _One(Collector):
 
 
 def test_endpoint_serves_the_collector_and_the_histogram() -> None:
-    endpoint = MetricsEndpoint(ListenAddress("127.0.0.1", free_port()), _One(),
-                               "mqtt_gateway_publish_latency_seconds", LATENCY_BUCKETS)
+    endpoint = MetricsEndpoint(ListenAddress("127.0.0.1", free_port()), _One(), GATEWAY_METRICS,
+                               LATENCY_HISTOGRAM, LATENCY_BUCKETS)
     assert endpoint.start()
     try:
         endpoint.observe(0.003)
@@ -45,8 +46,8 @@ def test_a_busy_port_is_logged_and_the_service_goes_on(caplog: pytest.LogCapture
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        endpoint = MetricsEndpoint(ListenAddress("127.0.0.1", port), _One(),
-                                   "mqtt_gateway_publish_latency_seconds", LATENCY_BUCKETS)
+        endpoint = MetricsEndpoint(ListenAddress("127.0.0.1", port), _One(), GATEWAY_METRICS,
+                                   LATENCY_HISTOGRAM, LATENCY_BUCKETS)
         assert not endpoint.start()
         endpoint.close()
     text = caplog.text

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ops.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
+from gateway.cloud.metrics import CONSUMER_METRICS
+from gateway.edge.metrics import GATEWAY_METRICS
+from gateway.ops.metrics import sample_names
 from tests.support.broker import Mosquitto
 from tests.support.notify_socket import NotifySocket
 from tests.support.ports import free_port

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from devices.registry import DRIVERS
+from gateway.cloud.metrics import CONSUMER_METRICS
 from gateway.config.common import ConfigError, ListenAddress, parse_listen
 from gateway.config.consumer_config import load_consumer_config
 from gateway.config.credentials import BrokerSecrets, CredentialError, load_secrets, resolve
 from gateway.config.gateway_config import GatewayConfig, load_gateway_config
+from gateway.edge.metrics import GATEWAY_METRICS
 from gateway.edge.reload import plan_reload
 from gateway.ops.install import render_sysusers, render_unit, service_config
 from gateway.ops.logs import JournalFormatter, journal_stream
-from gateway.ops.metrics import CONSUMER_METRICS, GATEWAY_METRICS, sample_names
+from gateway.ops.metrics import sample_names
 from gateway.ops.notify import watchdog_interval
 from gateway.ops.watchdog import Progress, StallDetector
 from tests.support.procs import REPO
