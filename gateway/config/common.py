@@ -9,12 +9,13 @@ from urllib.parse import urlsplit
 
 from gateway.config.reader import MapReader, Problem, describe
 from gateway.config.yaml_source import load_located
+from gateway.core.errors import MqttGatewayError
 
 CONFIG_VERSION = 1
 CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
-class ConfigError(Exception):
+class ConfigError(MqttGatewayError):
     """A config file has problems; `problems` lists every one found."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config.reader import MapReader, Problem
+from gateway.core.errors import MqttGatewayError
 
 FILE_KEYS = ("password_file", "ca_file", "cert_file", "key_file")
 USERNAME = "1-256 characters of a user name (no NUL)"
@@ -55,7 +56,7 @@ class BrokerSecrets:
     tls: ssl.SSLContext | None = field(default=None, repr=False)
 
 
-class CredentialError(Exception):
+class CredentialError(MqttGatewayError):
     """A credential file is missing, unreadable or invalid; `problems` says which."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.errors import MqttGatewayError
+
 UNITS = ("mqtt-gateway.service", "mqtt-gateway-consumer.service")
 SYSUSERS = "mqtt-gateway.conf"
 CONFIGS = ("gateway.yaml", "consumer.yaml")
@@ -33,7 +35,7 @@ DEFAULT_EXEC = "/usr/local/bin/mqtt-gateway"
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 
 
-class InstallError(Exception):
+class InstallError(MqttGatewayError):
     """The install cannot go on; the message says why and what to do."""
 
 

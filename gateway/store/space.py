@@ -60,6 +60,7 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
+from gateway.core.errors import MqttGatewayError
 from gateway.core.units import format_bytes
 from gateway.store.sql import BUSY_TIMEOUT_MS
 
@@ -75,7 +76,7 @@ SQLITE_FULL = 13
 SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)  # growing the -shm file failed: no room for it
 
 
-class DiskFullError(sqlite3.OperationalError):
+class DiskFullError(MqttGatewayError, sqlite3.OperationalError):
     """A commit failed for want of disk space, even with the reserve given back."""
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 
+from gateway.core.errors import MqttGatewayError
+
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer (`status` only reads)
 
 
-class StoreError(Exception):
+class StoreError(MqttGatewayError):
     """The store file cannot be used; the message says what and where."""
 
 
