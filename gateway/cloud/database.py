@@ -14,15 +14,26 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config.consumer_config import is_postgres_url
-from gateway.core.dedup import StreamId, fold
+from gateway.core.dedup import StreamCounters, StreamId, fold
 from gateway.core.envelope import Envelope, format_ts
 
 _READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
+_KEY = "gateway, epoch, device, stream"
+# Columns of stream_counters added after the first schema: (name, SQLite type, PostgreSQL type,
+# default for rows written before). Rows of old databases counted gaps from seq 1.
+_ADDED_COUNTER_COLUMNS = (
+    ("first_seq", "INTEGER NOT NULL DEFAULT 1", "BIGINT NOT NULL DEFAULT 1"),
+    ("before_first", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
+    ("last_seen", "TEXT", "TIMESTAMPTZ"),
+    ("lag_s", "REAL", "DOUBLE PRECISION"),
+)
+_KEYS_PER_SELECT = 200
 
 
 class ReadingsDB(Protocol):
@@ -78,6 +89,62 @@ def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float
     return rows, all_rejects
 
 
+Execute = Callable[[str, Sequence[Any]], Any]  # runs one statement, returns a cursor
+
+
+def update_counters(execute: Execute, mark: str, lock: str,
+                    outcomes: list[tuple[StreamId, int, bool]], newest: dict[StreamId, float],
+                    received_at: float) -> None:
+    """Add a batch's outcomes to `stream_counters`, inside the caller's transaction.
+
+    One rule for both backends and for concurrent consumers in a shared group:
+    each stream's row is created if missing, then read (locked with `lock`, in
+    key order, so two members never wait on each other in opposite orders),
+    added to in Python (`StreamCounters.plus`) and written back whole. `mark`
+    is the driver's parameter mark.
+    """
+    deltas = fold(outcomes)
+    if not deltas:
+        return
+    keys = sorted(deltas)
+
+    def q(sql: str) -> str:
+        return sql if mark == "?" else sql.replace("?", mark)
+
+    for key in keys:
+        execute(q(f"INSERT INTO stream_counters({_KEY}, first_seq, max_seq, received, duplicates, "
+                  "gaps, before_first) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, 0) "
+                  f"ON CONFLICT({_KEY}) DO NOTHING"), key)
+    stored: dict[StreamId, StreamCounters] = {}
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start:start + _KEYS_PER_SELECT]
+        values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+        cursor = execute(q(f"SELECT {_KEY}, first_seq, max_seq, received, duplicates, "
+                           f"before_first FROM stream_counters WHERE ({_KEY}) IN (VALUES {values}) "
+                           f"ORDER BY {_KEY}{lock}"), [part for key in chunk for part in key])
+        for row in cursor.fetchall():
+            stored[tuple(row[:4])] = StreamCounters(*(int(n) for n in row[4:]))
+    seen = format_ts(received_at)
+    for key in keys:
+        after = stored.get(key, StreamCounters()).plus(deltas[key])
+        lag = received_at - newest[key] if key in newest else None
+        execute(q("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
+                  "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
+                  f"lag_s = coalesce(?, lag_s) WHERE ({_KEY}) = (?, ?, ?, ?)"),
+                (after.first_seq, after.max_seq, after.received, after.duplicates, after.gaps,
+                 after.before_first, seen, lag, *key))
+
+
+def _newest(readings: list[Envelope]) -> dict[StreamId, float]:
+    """The newest reading time per stream of a batch (for the stream's lag)."""
+    newest: dict[StreamId, float] = {}
+    for env in readings:
+        key = (env.gateway, env.epoch, env.device, env.stream)
+        if env.ts > newest.get(key, float("-inf")):
+            newest[key] = env.ts
+    return newest
+
+
 class SqliteReadings:
     """`readings` in a SQLite file (WAL mode, synchronous=FULL: acks follow commits)."""
 
@@ -107,12 +174,17 @@ class SqliteReadings:
                       "duplicates", "gaps"),
             if_not_exists=True,
         )
+        have = {column.name for column in db.table("stream_counters").columns}
+        for name, sqlite_type, _ in _ADDED_COUNTER_COLUMNS:
+            if name not in have:
+                self._conn.execute(f"ALTER TABLE stream_counters ADD COLUMN {name} {sqlite_type}")
         db.create_table("consumer_rejects", {"reason": str, "count": int}, pk="reason",
                         not_null=("count",), if_not_exists=True)
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
-        rows, all_rejects = _rows(readings, rejects, time.time())
+        received_at = time.time()
+        rows, all_rejects = _rows(readings, rejects, received_at)
         conn = self._conn
         outcomes: list[tuple[StreamId, int, bool]] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -123,18 +195,7 @@ class SqliteReadings:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                  cursor.rowcount == 1))
-            deltas = fold(outcomes)
-            conn.executemany(
-                "INSERT INTO stream_counters(gateway, epoch, device, stream, max_seq, received, "
-                "duplicates, gaps) VALUES (?, ?, ?, ?, ?, ?, ?, max(0, ? - ?)) "
-                "ON CONFLICT(gateway, epoch, device, stream) DO UPDATE SET "
-                "max_seq = max(max_seq, excluded.max_seq), "
-                "received = received + excluded.received, "
-                "duplicates = duplicates + excluded.duplicates, "
-                "gaps = max(0, max(max_seq, excluded.max_seq) - (received + excluded.received))",
-                [(*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received)
-                 for key, d in deltas.items()],
-            )
+            update_counters(conn.execute, "?", "", outcomes, _newest(readings), received_at)
             conn.executemany(
                 "INSERT INTO consumer_rejects(reason, count) VALUES (?, ?) "
                 "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
@@ -178,11 +239,14 @@ class PostgresReadings:
                     reason TEXT PRIMARY KEY, count BIGINT NOT NULL);
                 """
             )
+            for name, _, pg_type in _ADDED_COUNTER_COLUMNS:
+                cur.execute(f"ALTER TABLE stream_counters ADD COLUMN IF NOT EXISTS {name} {pg_type}")
         self._conn.commit()
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
-        rows, all_rejects = _rows(readings, rejects, time.time())
+        received_at = time.time()
+        rows, all_rejects = _rows(readings, rejects, received_at)
         outcomes: list[tuple[StreamId, int, bool]] = []
         try:
             with self._conn.cursor() as cur:
@@ -193,19 +257,8 @@ class PostgresReadings:
                         row)
                     outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                      cur.rowcount == 1))
-                deltas = fold(outcomes)
-                for key, d in deltas.items():
-                    cur.execute(
-                        "INSERT INTO stream_counters AS c (gateway, epoch, device, stream, "
-                        "max_seq, received, duplicates, gaps) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, greatest(0, %s - %s)) "
-                        "ON CONFLICT (gateway, epoch, device, stream) DO UPDATE SET "
-                        "max_seq = greatest(c.max_seq, excluded.max_seq), "
-                        "received = c.received + excluded.received, "
-                        "duplicates = c.duplicates + excluded.duplicates, "
-                        "gaps = greatest(0, greatest(c.max_seq, excluded.max_seq) "
-                        "- (c.received + excluded.received))",
-                        (*key, d.max_seq, d.received, d.duplicates, d.max_seq, d.received))
+                update_counters(cur.execute, "%s", " FOR UPDATE", outcomes, _newest(readings),
+                                received_at)
                 for reason, count in all_rejects.items():
                     cur.execute(
                         "INSERT INTO consumer_rejects AS r (reason, count) VALUES (%s, %s) "

@@ -1,26 +1,32 @@
-"""Per-stream bookkeeping of the consumer: fresh readings, duplicates, gaps.
+"""Per-stream bookkeeping of the consumer: first contact, fresh readings, duplicates, gaps.
 
 Pure. The database decides whether an identity is new (its primary key); this
-module folds a batch of those outcomes into per-stream deltas that the same
-transaction adds to the stream's counters. Seqs start at 1 in every epoch, so
-the gaps of a stream are `max_seq - received`: seqs below the highest seen
-that never arrived (at-most-once losses, or readings still on their way).
+module folds a batch of those outcomes into per-stream deltas and adds them to
+the stream's stored counters, which the same transaction writes back.
+
+A consumer may start long after a stream began, so a stream's gaps are counted
+from its first contact: `first_seq` is the lowest seq of the first batch in
+which the consumer stored anything of that stream, and stays put. The gaps are
+the seqs from `first_seq` to the highest seen that have not arrived
+(at-most-once losses, or readings still on their way). A reading below
+`first_seq` that arrives later is history filling in: stored, counted in
+`before_first`, neither a duplicate nor a gap. Nothing here depends on the
+order in which readings arrive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 StreamId = tuple[str, str, str, str]  # (gateway, epoch, device, stream)
 
 
 @dataclass
 class StreamDelta:
-    """What one batch changes in one stream's counters."""
+    """What one batch brings to one stream: its fresh seqs and its duplicates."""
 
-    max_seq: int = 0
-    received: int = 0
+    fresh: list[int] = field(default_factory=list)
     duplicates: int = 0
 
 
@@ -32,8 +38,7 @@ def fold(outcomes: Iterable[tuple[StreamId, int, bool]]) -> dict[StreamId, Strea
         if delta is None:
             delta = deltas[stream] = StreamDelta()
         if fresh:
-            delta.received += 1
-            delta.max_seq = max(delta.max_seq, seq)
+            delta.fresh.append(seq)
         else:
             delta.duplicates += 1
     return deltas
@@ -41,18 +46,30 @@ def fold(outcomes: Iterable[tuple[StreamId, int, bool]]) -> dict[StreamId, Strea
 
 @dataclass(frozen=True)
 class StreamCounters:
-    """A stream's counters as stored beside `readings`."""
+    """A stream's counters as stored beside `readings`; `first_seq` 0 means no contact yet."""
 
-    max_seq: int
-    received: int
-    duplicates: int
+    first_seq: int = 0
+    max_seq: int = 0
+    received: int = 0
+    duplicates: int = 0
+    before_first: int = 0
 
     @property
     def gaps(self) -> int:
-        """Seqs below the highest received that have not arrived."""
-        return max(0, self.max_seq - self.received)
+        """Seqs from first contact up to the highest received that have not arrived."""
+        if not self.first_seq:
+            return 0
+        return max(0, self.max_seq - self.first_seq + 1 - (self.received - self.before_first))
 
     def plus(self, delta: StreamDelta) -> StreamCounters:
         """The counters after adding one batch."""
-        return StreamCounters(max(self.max_seq, delta.max_seq), self.received + delta.received,
-                              self.duplicates + delta.duplicates)
+        fresh = delta.fresh
+        first = self.first_seq or (min(fresh) if fresh else 0)
+        below = sum(1 for seq in fresh if seq < first)
+        return StreamCounters(
+            first_seq=first,
+            max_seq=max(self.max_seq, max(fresh, default=0)),
+            received=self.received + len(fresh),
+            duplicates=self.duplicates + delta.duplicates,
+            before_first=self.before_first + below,
+        )

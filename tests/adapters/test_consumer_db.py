@@ -198,14 +198,50 @@ def test_counters_count_received_duplicates_and_gaps(backend: Backend, db: Readi
 def test_counters_over_batches_out_of_order_and_per_stream(backend: Backend, db: ReadingsDB
                                                            ) -> None:
     db.store_batch([env(5), env(1, stream="alarm")], Counter())
-    assert counters(backend) == (5, 1, 0, 4)
+    assert counters(backend) == (5, 1, 0, 0), "first contact at seq 5 is not 4 gaps"
     assert counters(backend, "alarm") == (1, 1, 0, 0)
     db.store_batch([env(2), env(1), env(3, stream="alarm")], Counter())
-    assert counters(backend) == (5, 3, 0, 2)
+    assert counters(backend) == (5, 3, 0, 0), "seqs below first contact fill in"
     assert counters(backend, "alarm") == (3, 2, 0, 1)
     db.store_batch([env(4), env(3), env(5), env(2, stream="alarm")], Counter())
     assert counters(backend) == (5, 5, 1, 0)
     assert counters(backend, "alarm") == (3, 3, 0, 0)
+
+
+def test_first_contact_is_kept_and_gaps_count_from_it(backend: Backend, db: ReadingsDB) -> None:
+    db.store_batch([env(198), env(196)], Counter())
+    db.store_batch([env(201), env(10)], Counter())
+    [(first, before, gaps)] = backend.query(
+        "SELECT first_seq, before_first, gaps FROM stream_counters")
+    assert (first, before, gaps) == (196, 1, 3)  # 197, 199 and 200 are missing; 10 is history
+    assert counters(backend) == (201, 4, 0, 3)
+
+
+OLD_COUNTERS = ("CREATE TABLE stream_counters (gateway TEXT NOT NULL, epoch TEXT NOT NULL, "
+                "device TEXT NOT NULL, stream TEXT NOT NULL, max_seq BIGINT NOT NULL, "
+                "received BIGINT NOT NULL, duplicates BIGINT NOT NULL, gaps BIGINT NOT NULL, "
+                "PRIMARY KEY (gateway, epoch, device, stream))")
+
+
+def test_counters_of_an_older_database_keep_counting_from_seq_1(backend: Backend) -> None:
+    old_row = "INSERT INTO stream_counters VALUES ('gw-1', 'E1', 'climate', 'temperature', 5, 3, 0, 2)"
+    if backend.name == "sqlite":
+        with closing(sqlite3.connect(backend.database)) as conn:
+            conn.execute(OLD_COUNTERS)
+            conn.execute(old_row)
+            conn.commit()
+    else:
+        with psycopg.connect(backend.database, autocommit=True) as conn:
+            conn.execute(OLD_COUNTERS)
+            conn.execute(old_row)
+    database = backend.open()
+    try:
+        database.store_batch([env(7)], Counter())
+    finally:
+        database.close()
+    [(first, gaps)] = backend.query("SELECT first_seq, gaps FROM stream_counters")
+    assert (first, gaps) == (1, 3)  # 7 seqs from 1, 4 received
+    assert counters(backend) == (7, 4, 0, 3)
 
 
 def test_rejects_accumulate(backend: Backend, db: ReadingsDB) -> None:
