@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("run", "run the gateway in the foreground (what systemd runs)"),
         ("check", "validate a gateway or consumer config and print every problem"),
-        ("status", "show the store: backlog, seqs, epoch, drops, size"),
+        ("status", "show the gateway's store (backlog, seqs, epoch, drops, size), or with a "
+         "consumer config what the consumer stored per stream"),
         ("consume", "run the cloud-side deduplicating consumer"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
@@ -115,6 +116,10 @@ def _check(path: Path) -> int:
 
 
 def _status(path: Path, as_json: bool) -> int:
+    from gateway.config.check import config_kind  # noqa: PLC0415
+
+    if config_kind(path) == "consumer":
+        return _consumer_status(path, as_json)
     from devices.registry import DRIVERS  # noqa: PLC0415
     from gateway.config.gateway_config import load_gateway_config  # noqa: PLC0415
     from gateway.edge.status import StatusError, read_status, render_status  # noqa: PLC0415
@@ -126,6 +131,24 @@ def _status(path: Path, as_json: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if as_json else render_status(report))
+    return 0
+
+
+def _consumer_status(path: Path, as_json: bool) -> int:
+    from gateway.cloud.status import (  # noqa: PLC0415
+        ConsumerStatusError,
+        read_consumer_status,
+        render_consumer_status,
+    )
+    from gateway.config.consumer_config import load_consumer_config  # noqa: PLC0415
+
+    config = load_consumer_config(path)
+    try:
+        report = read_consumer_status(config)
+    except ConsumerStatusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if as_json else render_consumer_status(report))
     return 0
 
 

@@ -19,6 +19,8 @@ counted by reason.
     ├── DiskFullError                   gateway.store.space: no room for a commit (also a
     │                                   sqlite3.OperationalError, as SQLite's own disk-full is)
     ├── StatusError                     gateway.edge.status: `status` cannot read the store
+    ├── ConsumerStatusError             gateway.cloud.status: `status` cannot read the
+    │                                   consumer's database
     └── InstallError                    gateway.ops.install: install-service cannot go on
 """
 
