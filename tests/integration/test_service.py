@@ -291,8 +291,9 @@ def test_metrics_endpoints_count_what_was_sent(rig_factory: type[Rig]) -> None:
     rig.wait_delivered()
     wait_for(lambda: one(scrape(gw_port), "mqtt_gateway_readings_acknowledged_total") >= 240,
              timeout=15, what="240 acknowledgements in the metrics")
-    wait_for(lambda: one(scrape(gw_port), "mqtt_gateway_backlog_readings",
-                         delivery="at-least-once") == 0, timeout=15, what="empty backlog")
+    wait_for(lambda: all(one(scrape(gw_port), "mqtt_gateway_backlog_readings", delivery=d) == 0
+                         for d in ("at-least-once", "exactly-once")),
+             timeout=15, what="empty backlog of both durable classes")
 
     wait_for(lambda: "mqtt_gateway_readings_dropped_total" in scrape(gw_port), timeout=15,
              what="drops committed to the store")
