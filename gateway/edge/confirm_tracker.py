@@ -6,7 +6,9 @@ ranges of committed seqs to `{topic_prefix}/_confirm`. A range is trusted only
 for an (epoch, device, stream) this gateway knows and seqs it has handed out;
 anything else is ignored, counted and logged once per reason. A held row
 whose confirmation does not come within `confirmation_timeout` (doubling per
-resend, up to 32x) is sent again.
+resend, up to 32x) is sent again. `ConfirmationWatch` (gateway/core) decides
+when a consumer that appears gets every older held row at once (a sweep) and
+when no consumer is confirming at all (one WARNING, then only small probes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections import Counter
 
 import paho.mqtt.client as mqtt
 
-from gateway.core.confirmation import confirm_topic, decode_marks, trusted_range
+from gateway.core.confirmation import Mark, confirm_topic, decode_marks, trusted_range
+from gateway.core.confirmation_watch import SWEEP_AGE, ConfirmationWatch
 from gateway.mqtt.link import MqttLink
 from gateway.store.outbox import Confirmations, Outbox
 
@@ -30,8 +33,12 @@ RESEND_SCAN_EVERY = 1.0  # seconds between looks for overdue confirmations
 class ConfirmationTracker:
     """Collects the consumer's confirmations for the next group commit."""
 
-    def __init__(self, link: MqttLink, outbox: Outbox, prefix: str, timeout: float) -> None:
+    def __init__(self, link: MqttLink, outbox: Outbox, prefix: str, timeout: float,
+                 config_path: str = "the gateway config") -> None:
         self._scanned_at = 0.0
+        self.watch = ConfirmationWatch(started=time.monotonic(), timeout=timeout)
+        self._prefix = prefix
+        self._config_path = config_path
         self.link = link
         self.outbox = outbox
         self.topic = confirm_topic(prefix)
@@ -56,6 +63,13 @@ class ConfirmationTracker:
         if gateway != self.outbox.gateway_id:
             self._ignore("confirm_other_gateway", f"confirmation for gateway {gateway!r}")
             return
+        accepted = self.accepted
+        self._accept(marks)
+        if self.accepted > accepted and self.watch.marked(time.monotonic()):
+            log.info("confirmations resumed after %.0fs without one: the readings that waited "
+                     "are sent again", self.watch.silent_for(time.monotonic()))
+
+    def _accept(self, marks: list[Mark]) -> None:
         for mark in marks:
             trusted = trusted_range(mark, self.outbox.issued(mark.epoch, mark.device, mark.stream),
                                     mark.epoch == self.outbox.epoch)
@@ -81,12 +95,40 @@ class ConfirmationTracker:
         """What the next commit settles, and the rows to send again now (looked for at
         most every RESEND_SCAN_EVERY seconds)."""
         resend: list[int] = []
-        if time.monotonic() - self._scanned_at >= RESEND_SCAN_EVERY:
-            self._scanned_at = time.monotonic()
-            resend = self.outbox.due_for_resend(time.time(), self.timeout, RESEND_BATCH)
+        now = time.monotonic()
+        if self.watch.take_sweep():
+            resend = self.outbox.held_before(time.time() - SWEEP_AGE, RESEND_BATCH)
+            if len(resend) == RESEND_BATCH:
+                self.watch.sweep_pending = True  # more to sweep at the next commit
+        elif now - self._scanned_at >= RESEND_SCAN_EVERY:
+            self._scanned_at = now
+            resend = self._overdue(now)
         if resend:
             self.resent += len(resend)
             log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
                      "sending them again", len(resend), self.timeout)
         marks, self._marks = self._marks, []
         return Confirmations(held, marks, resend), resend
+
+    def _overdue(self, now: float) -> list[int]:
+        """Held rows to send again now: all overdue ones, or a probe while none confirms."""
+        oldest = self.outbox.oldest_held()
+        age = None if oldest is None else max(0.0, time.time() - oldest)
+        if self.watch.scan(now, age):
+            log.warning(
+                "no consumer has confirmed anything for %.0fs while the broker accepts readings "
+                "(the oldest has waited %.0fs): no `mqtt-gateway consume` is confirming; run "
+                "one subscribed to %s/#, or set `confirmation: broker` in %s. The readings stay "
+                "stored and a few are sent again with a capped backoff until one confirms",
+                self.watch.silent_for(now), age or 0.0, self._prefix, self._config_path)
+        limit = self.watch.resend_limit(now, RESEND_BATCH)
+        return self.outbox.due_for_resend(time.time(), self.timeout, limit) if limit else []
+
+    def figures(self) -> dict[str, object]:
+        """What `status` shows of the confirmations (the runtime snapshot)."""
+        now = time.monotonic()
+        return {"confirmations_accepted": self.accepted,
+                "confirmations_ignored": dict(self.ignored),
+                "resent_unconfirmed": self.resent,
+                "confirmation_silent_s": round(self.watch.silent_for(now), 1),
+                "consumer_absent": self.watch.absent}

@@ -72,7 +72,7 @@ class Gateway:
         self._down_logged = False
         self._runtime_at = 0.0
         self.tracker = (ConfirmationTracker(self.link, outbox, broker.topics.prefix,
-                                            config.confirmation_timeout)
+                                            config.confirmation_timeout, str(config.path))
                         if end_to_end else None)
         self.sinks = {d.id: self._sink(d) for d in config.devices}
         self.devices: dict[str, asyncio.Task[None]] = {}
@@ -213,10 +213,7 @@ class Gateway:
             "resent_after_transient_ack": self.publisher.retries,
             "confirmation": self.config.confirmation,
             "store_disk_full": self.outbox.disk_full,
-            **({"confirmations_accepted": self.tracker.accepted,
-                "confirmations_ignored": dict(self.tracker.ignored),
-                "resent_unconfirmed": self.tracker.resent}
-               if self.tracker is not None else {}),
+            **(self.tracker.figures() if self.tracker is not None else {}),
         }
 
     async def _summaries(self) -> None:

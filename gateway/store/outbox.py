@@ -303,6 +303,19 @@ class Outbox:
             (now - timeout, timeout, now, limit))
         return [row_id for (row_id,) in cursor]
 
+    def held_before(self, acked_before: float, limit: int) -> list[int]:
+        """Held rows the broker acknowledged before a wall-clock time, oldest first."""
+        cursor = self._conn.execute(
+            "SELECT id FROM outbox WHERE acked_at < ? AND confirm = 1 ORDER BY acked_at LIMIT ?",
+            (acked_before, limit))
+        return [row_id for (row_id,) in cursor]
+
+    def oldest_held(self) -> float | None:
+        """When the broker acknowledged the oldest row that waits for a confirmation."""
+        row = self._conn.execute("SELECT min(acked_at) FROM outbox WHERE acked_at IS NOT NULL"
+                                 ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def issued(self, epoch: str, device: str, stream: str) -> int | None:
         """The last seq handed out for a stream in an epoch, or None for an unknown one."""
         if epoch == self.epoch:
