@@ -36,6 +36,10 @@ GATEWAY_METRICS: MetricTable = {
     "mqtt_gateway_backlog_readings": ("gauge", "Readings waiting to be delivered, by delivery class."),
     "mqtt_gateway_oldest_pending_age_seconds": ("gauge", "Age of the oldest stored reading."),
     "mqtt_gateway_in_flight_messages": ("gauge", "Messages sent and not yet acknowledged."),
+    "mqtt_gateway_confirmation_waiting_readings": (
+        "gauge", "Readings the broker acknowledged that wait for the consumer's confirmation."),
+    "mqtt_gateway_confirmation_oldest_wait_seconds": (
+        "gauge", "How long the oldest reading has waited for a confirmation (0: none waits)."),
     "mqtt_gateway_broker_connected": ("gauge", "1 while connected to the broker."),
     "mqtt_gateway_reconnects": ("counter", "Connections to the broker after the first."),
     "mqtt_gateway_store_bytes": ("gauge", "Bytes used by the store's live pages."),
@@ -87,3 +91,7 @@ class GatewayCollector(Collector):
             (d.value, backlog[d.value]["oldest_age_s"] or 0.0)
             for d in DeliveryClass if d is not DeliveryClass.AT_MOST_ONCE])
         yield f.labelled("mqtt_gateway_readings_dropped", "reason", sorted(report["drops"].items()))
+        confirmation = report["confirmation"]
+        yield f.value("mqtt_gateway_confirmation_waiting_readings", confirmation["waiting"])
+        yield f.value("mqtt_gateway_confirmation_oldest_wait_seconds",
+                      confirmation["oldest_wait_s"] or 0.0)

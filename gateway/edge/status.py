@@ -101,6 +101,7 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
             - conn.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
     wal = Path(f"{path}-wal")
     return {
+        "confirmation": _confirmation(conn, config, now),
         "gateway": config.gateway_id,
         "store": str(path),
         "epoch": epoch,
@@ -124,6 +125,14 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
     }
 
 
+def _confirmation(conn: sqlite3.Connection, config: GatewayConfig, now: float) -> dict[str, Any]:
+    """Rows the broker acknowledged that wait for the consumer's confirmation."""
+    waiting, oldest = conn.execute(
+        "SELECT count(*), min(acked_at) FROM outbox WHERE acked_at IS NOT NULL").fetchone()
+    return {"mode": config.confirmation, "waiting": waiting,
+            "oldest_wait_s": None if oldest is None else round(max(0.0, now - oldest), 3)}
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human-readable form of `read_status()`."""
     lines = [f"gateway {report['gateway']}   store {report['store']}",
@@ -139,6 +148,10 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "
                          f"accepted, {ignored} ignored, {runtime['resent_unconfirmed']} "
                          "readings resent for want of one")
+            if runtime.get("consumer_absent"):
+                lines.append(f"NO CONSUMER IS CONFIRMING (silent for "
+                             f"{runtime['confirmation_silent_s']:.0f}s): run `mqtt-gateway "
+                             "consume`, or set `confirmation: broker`")
     else:
         lines.append("process not running; last stop was "
                      + ("clean" if report["last_stop_clean"] else "NOT clean (a new epoch "
@@ -149,6 +162,10 @@ def render_status(report: dict[str, Any]) -> str:
     if report["store_recovered"]:
         lines.append(f"store recovered from corruption {report['store_recovered']} time(s): "
                      "the damaged file was moved aside as *.corrupt-*")
+    confirmation = report["confirmation"]
+    if confirmation["waiting"]:
+        lines.append(f"waiting for the consumer's confirmation: {confirmation['waiting']} "
+                     f"readings, the oldest for {confirmation['oldest_wait_s']:.1f}s")
     lines.append("backlog:")
     for name, item in report["backlog"].items():
         oldest = item["oldest_age_s"]
