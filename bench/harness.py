@@ -186,7 +186,12 @@ class Feeder:
 def gateway_config(where: Path, port: int, link: Path, streams: dict[str, str], *,
                    store: str = "", top: str = "", devices: str | None = None) -> Path:
     """A gateway config: one serial device on `link` with `streams` (name -> delivery,
-    every stream on the field `n`), or the YAML `devices` list given."""
+    every stream on the field `n`), or the YAML `devices` list given.
+
+    Without a `confirmation:` key in `top` it says `confirmation: broker`: these
+    benchmarks measure the gateway-to-broker leg, whose subscribers do not confirm."""
+    if "confirmation:" not in top:
+        top = "confirmation: broker\n" + top
     stream_lines = "\n".join(f"      - {{name: {name}, field: n, delivery: {delivery}}}"
                              for name, delivery in streams.items())
     device_yaml = devices if devices is not None else f"""  - id: dev

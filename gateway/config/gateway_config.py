@@ -93,7 +93,7 @@ class GatewayConfig:
     store: StoreConfig
     devices: tuple[DeviceConfig, ...]
     summary_interval: float
-    confirmation: str = "broker"  # or "end-to-end": exactly-once rows wait for the consumer
+    confirmation: str = "end-to-end"  # durable rows wait for the consumer; or "broker"
     confirmation_timeout: float = 30.0
     metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
 
@@ -151,7 +151,7 @@ def _read_gateway(root: MapReader, path: Path, drivers: DriverTable) -> GatewayC
     broker = _read_broker(root.mapping("broker"), gateway_id or "gateway", root)
     store = _read_store(root.mapping("store"))
     devices = _read_devices(root, drivers)
-    confirmation = root.choice("confirmation", ("broker", "end-to-end"), default="broker")
+    confirmation = root.choice("confirmation", ("broker", "end-to-end"), default="end-to-end")
     timeout = root.duration("confirmation_timeout", default=30.0, minimum=1.0, maximum=86400.0)
     metrics = read_metrics(root)
     if gateway_id is None or state_dir is None or broker is None or store is None \

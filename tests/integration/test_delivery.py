@@ -15,7 +15,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from gateway.core.confirmation import Mark, encode_marks
-from tests.support.rig import DURABLE, ClassCounts, Rig, assert_durable_exact
+from tests.support.rig import ClassCounts, Rig, assert_durable_exact
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,13 +46,12 @@ def test_happy_path_every_class_delivered_once(rig_factory: type[Rig]) -> None:
 
 
 def test_broker_killed_and_restarted_mid_stream(rig_factory: type[Rig]) -> None:
-    """Broker SIGKILL x3 with persistence saved after every change.
+    """Broker SIGKILL x3 with persistence saved after every change, shipped defaults.
 
-    Nothing the broker had not acknowledged is lost: the gateway keeps every
-    row until PUBACK/PUBCOMP and sends it again. mosquitto acknowledges before
-    it saves, so a kill can still lose readings acknowledged since its last
-    save: at most one in-flight window (Receive Maximum 20) per kill, each one
-    visible as a gap in the consumer's counters. Confirmation mode closes it.
+    mosquitto acknowledges before it saves, so a kill can lose readings it
+    acknowledged since its last save. Under end-to-end confirmation (the
+    default) the gateway keeps every durable row until the consumer confirmed
+    it, so those are sent again: nothing is lost, nothing stored twice.
     """
     rig = rig_factory()
     rig.start_consumer()
@@ -71,12 +70,7 @@ def test_broker_killed_and_restarted_mid_stream(rig_factory: type[Rig]) -> None:
     rig.wait_delivered_or_gaps(timeout=60)
     table = rig.report("broker SIGKILL x3")
     assert rig.broker.kills == 3
-    for stream in DURABLE:
-        c = table[stream]
-        assert c.duplicates_in_readings == 0, c.line()
-        assert c.stored_by_gateway == c.produced, c.line()
-        assert c.lost == c.consumer_gaps, c.line()
-    assert sum(table[s].lost for s in DURABLE) <= 20 * rig.broker.kills
+    assert_durable_exact(table)
     assert_at_most_once(table["amo"], losses_counted_by_gateway=False)
 
 
@@ -178,14 +172,15 @@ def test_at_most_once_overflow_while_offline_is_counted_exactly(rig_factory: typ
 def test_broker_restart_without_persistence_holds_readings_until_the_consumer_is_back(
     rig_factory: type[Rig],
 ) -> None:
-    """The broker restarts with no memory of the consumer's session. Until the
-    consumer subscribes again mosquitto answers QoS 1 publishes with 0x10 (no
-    matching subscribers): the gateway keeps those rows and sends them again
-    instead of deleting readings nobody received. For QoS 2 mosquitto says
-    nothing of the kind (PUBREC and PUBCOMP carry success), so exactly-once
-    readings published in that window are lost, each one a consumer gap; the
-    end-to-end confirmation mode is what closes that."""
-    rig = rig_factory(broker_persistent=False, tap=False)
+    """The opt-out, `confirmation: broker`: the broker restarts with no memory of
+    the consumer's session. Until the consumer subscribes again mosquitto
+    answers QoS 1 publishes with 0x10 (no matching subscribers): the gateway
+    keeps those rows and sends them again instead of deleting readings nobody
+    received. For QoS 2 mosquitto says nothing of the kind (PUBREC and PUBCOMP
+    carry success), so exactly-once readings published in that window are
+    lost, each one a consumer gap. The default, end-to-end confirmation, loses
+    none (tests/integration/test_start_order.py)."""
+    rig = rig_factory(broker_persistent=False, tap=False, gateway_extra="confirmation: broker\n")
     rig.start_consumer()
     rig.start_gateway()
     rig.send(100)
@@ -206,7 +201,9 @@ def test_broker_restart_without_persistence_holds_readings_until_the_consumer_is
     alo, eo = table["alo"], table["eo"]
     assert alo.lost == 0 and alo.duplicates_in_readings == 0, alo.line()
     assert eo.duplicates_in_readings == 0, eo.line()
-    assert eo.lost == eo.consumer_gaps == 100, eo.line()
+    # Those published before the consumer subscribed again are lost (how many of the 100
+    # depends on when it subscribed); each loss is a gap, none goes unseen.
+    assert 0 < eo.lost <= 100 and eo.lost == eo.consumer_gaps, eo.line()
 
 
 def test_end_to_end_confirmation_closes_the_broker_crash_hole(rig_factory: type[Rig]) -> None:

@@ -48,13 +48,15 @@ def assert_exact(c: ClassCounts) -> None:
 
 
 def acl_rig(rig_factory: type[Rig], tmp_path: Path, streams: dict[str, str]) -> Rig:
-    """A rig whose broker lets anonymous clients write only .../dev/alo and .../dev/eo."""
+    """A rig whose broker lets anonymous clients write only .../dev/alo, .../dev/eo and the
+    consumer's confirmations (.../_confirm)."""
     acl = tmp_path / "broker.acl"
     # No `user` line: with allow_anonymous true these apply to anonymous clients,
     # which the gateway, the consumer and the wire tap all are.
     acl.write_text(f"topic read gw/#\n"
                    f"topic write gw/{GATEWAY}/dev/alo\n"
-                   f"topic write gw/{GATEWAY}/dev/eo\n")
+                   f"topic write gw/{GATEWAY}/dev/eo\n"
+                   f"topic write gw/{GATEWAY}/_confirm\n")
     return rig_factory(gateway_id=GATEWAY, broker_extra=f"acl_file {acl}\n", streams=streams)
 
 
@@ -69,6 +71,10 @@ def test_broker_acl_rejects_one_stream_which_is_quarantined(
     rig.wait_delivered()
     wait_for(lambda: len(quarantined(rig, "denied")) >= produced, timeout=15,
              what=f"{produced} denied readings quarantined")
+    # Delivered rows leave the store once the consumer's confirmation arrives.
+    wait_for(lambda: backlog(rig.status(), "at-least-once") == backlog(rig.status(),
+                                                                      "exactly-once") == 0,
+             timeout=15, what="durable backlog confirmed away")
     status = rig.status()
     table = rig.report("broker ACL denies stream 'denied'")
     denied = quarantined(rig, "denied")
