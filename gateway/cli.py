@@ -20,6 +20,7 @@ from gateway.config.credentials import BrokerCredentials, BrokerSecrets, Credent
 from gateway.core.extras import MissingExtras
 from gateway.ops.install import (
     DEFAULT_USER,
+    DOC_DIR,
     USER_NAME,
     InstallError,
     apply,
@@ -27,6 +28,7 @@ from gateway.ops.install import (
     create_user,
     install_plan,
     next_steps,
+    prune,
     source_dir,
     uninstall_plan,
 )
@@ -72,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
                              help=f"the service user (default {DEFAULT_USER})")
             sub.add_argument("--source", type=Path, metavar="DIR",
-                             help="the source checkout holding systemd/ and config/")
+                             help="a source checkout holding systemd/ and config/ (default: "
+                             "the copies inside the installed package)")
     return parser
 
 
@@ -198,6 +201,8 @@ def _service_files(args: argparse.Namespace) -> int:
     try:
         if args.command == "uninstall-service":
             for line in apply(uninstall_plan(root), args.dry_run):
+                print(line)
+            for line in [] if args.dry_run else prune(root / DOC_DIR):
                 print(line)
             print(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
                   f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service user; "
