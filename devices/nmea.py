@@ -40,6 +40,7 @@ from devices.serial.framing import first_line
 from devices.serial.line_formats import Fields, ParseResult
 from devices.serial.port import SerialOptions, read_baudrate, read_lines_forever, read_port
 from gateway.config.reader import MapReader
+from gateway.core.extras import GPS
 
 BAD_CHECKSUM = "bad_checksum"
 BAD_NMEA = "bad_nmea"
@@ -62,7 +63,10 @@ def _decoder() -> tuple[Any, tuple[type[Exception], ...]]:
 
     Loaded with the first sentence, so a gateway without a GPS does not carry it.
     """
-    from pynmeagps import NMEAReader, exceptions  # noqa: PLC0415
+    try:
+        from pynmeagps import NMEAReader, exceptions  # noqa: PLC0415
+    except ImportError as exc:
+        raise GPS.error("driver nmea", exc) from exc
 
     return NMEAReader.parse, (exceptions.NMEAParseError, exceptions.NMEAMessageError,
                               exceptions.NMEATypeError, ValueError, IndexError, TypeError)

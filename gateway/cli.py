@@ -11,13 +11,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
 from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
+from gateway.core.extras import MissingExtras
 from gateway.ops.install import (
     DEFAULT_USER,
+    DOC_DIR,
     USER_NAME,
     InstallError,
     apply,
@@ -25,6 +28,7 @@ from gateway.ops.install import (
     create_user,
     install_plan,
     next_steps,
+    prune,
     source_dir,
     uninstall_plan,
 )
@@ -71,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
                              help=f"the service user (default {DEFAULT_USER})")
             sub.add_argument("--source", type=Path, metavar="DIR",
-                             help="the source checkout holding systemd/ and config/")
+                             help="a source checkout holding systemd/ and config/ (default: "
+                             "the copies inside the installed package)")
     return parser
 
 
@@ -93,15 +98,18 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.config, args.log_level)
         return _consume(args.config, args.log_level)
     except ConfigError as exc:
-        _print_problems(exc)
+        _print_problems(exc.problems)
+        return 1
+    except MissingExtras as exc:  # one line each, naming the extra to install
+        _print_problems(exc.lines)
         return 1
     except KeyboardInterrupt:
         return 1
 
 
-def _print_problems(exc: ConfigError) -> None:
-    count = len(exc.problems)
-    for problem in exc.problems:
+def _print_problems(problems: Sequence[object]) -> None:
+    count = len(problems)
+    for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
 
@@ -164,6 +172,7 @@ def _secrets(credentials: BrokerCredentials) -> BrokerSecrets | None:
 
 def _run(path: Path, level: str) -> int:
     from devices.registry import DRIVERS  # noqa: PLC0415
+    from gateway.config.check import require_extras  # noqa: PLC0415
     from gateway.config.gateway_config import load_gateway_config  # noqa: PLC0415
     from gateway.edge.service import serve  # noqa: PLC0415
     from gateway.store.outbox import Outbox  # noqa: PLC0415
@@ -171,6 +180,7 @@ def _run(path: Path, level: str) -> int:
 
     setup_logging(level)
     config = load_gateway_config(path, DRIVERS)
+    require_extras(config, DRIVERS)
     secrets = _secrets(config.broker.credentials)
     if secrets is None:
         return 1
@@ -194,10 +204,12 @@ def _run(path: Path, level: str) -> int:
 
 def _consume(path: Path, level: str) -> int:
     from gateway.cloud.consumer import consume  # noqa: PLC0415
+    from gateway.config.check import require_extras  # noqa: PLC0415
     from gateway.config.consumer_config import load_consumer_config  # noqa: PLC0415
 
     setup_logging(level)
     config = load_consumer_config(path)
+    require_extras(config, {})
     secrets = _secrets(config.credentials)
     if secrets is None:
         return 1
@@ -212,6 +224,8 @@ def _service_files(args: argparse.Namespace) -> int:
     try:
         if args.command == "uninstall-service":
             for line in apply(uninstall_plan(root), args.dry_run):
+                print(line)
+            for line in [] if args.dry_run else prune(root / DOC_DIR):
                 print(line)
             print(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
                   f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service user; "

@@ -30,6 +30,7 @@ from devices.bme280 import compensation as comp
 from devices.tick_schedule import TickSchedule
 from gateway.config.reader import MapReader, describe
 from gateway.core.backoff import Backoff
+from gateway.core.extras import I2C
 
 CHIP_ID = 0x60
 REG_CHIP_ID = 0xD0
@@ -177,7 +178,10 @@ def start(device_id: str, options: Bme280Options) -> DriverRun:
     """
 
     def open_bus() -> SMBusLike:
-        import smbus2  # noqa: PLC0415 - only a gateway with a BME280 needs it
+        try:
+            import smbus2  # noqa: PLC0415 - only a gateway with a BME280 needs it
+        except ImportError as exc:
+            raise I2C.error("driver bme280", exc) from exc
 
         bus: SMBusLike = smbus2.SMBus(options.bus)
         return bus

@@ -26,7 +26,7 @@ Debounce and counting are the pure `devices.gpio_logic`; this module is
 the config and a thin adapter over a `gpiod` line request (a fake one with
 a real pollable fd in tests). `gpiod` is imported only when a gpio device
 starts, so a gateway without GPIO devices runs where the bindings are not
-installed; a gpio device there reports itself down with the import error.
+installed; a gpio device there reports itself down, naming the `gpio` extra.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from devices.base import DeviceState, DriverRun, Record, RecordSink
 from devices.gpio.logic import EDGES, Debouncer, PulseCounter, wall_time, wanted
 from gateway.config.reader import MapReader
 from gateway.core.backoff import Backoff
+from gateway.core.extras import GPIO
 
 MODES = ("edges", "level", "counter")
 EVENTS_LOST = "gpio_events_lost"
@@ -148,10 +149,13 @@ def request_line(options: GpioOptions) -> LineRequest:
 
     Raises:
         OSError: The chip or line cannot be opened (missing, busy, no permission).
-        ImportError: The gpiod bindings are not installed.
+        MissingExtra: The gpiod bindings are not installed (the message names the extra).
     """
-    import gpiod  # noqa: PLC0415 - optional at import time, see the module docstring
-    from gpiod.line import Bias, Direction, Edge  # noqa: PLC0415
+    try:
+        import gpiod  # noqa: PLC0415 - optional at import time, see the module docstring
+        from gpiod.line import Bias, Direction, Edge  # noqa: PLC0415
+    except ImportError as exc:
+        raise GPIO.error("driver gpio", exc) from exc
 
     biases = {"as-is": Bias.AS_IS, "pull-up": Bias.PULL_UP, "pull-down": Bias.PULL_DOWN,
               "disabled": Bias.DISABLED}

@@ -38,6 +38,7 @@ from devices.modbus.schedule import PollSchedule
 from devices.serial.port import read_baudrate, read_port
 from gateway.config.reader import MapReader, describe
 from gateway.core.backoff import Backoff
+from gateway.core.extras import MODBUS
 
 log = logging.getLogger("devices.modbus")
 
@@ -203,7 +204,10 @@ async def poll_bus(options: ModbusOptions, sink: RecordSink,
         schedule: The schedule to use (tests pass one to inspect slave health).
         device_id: The device's id, for log lines.
     """
-    from pymodbus.client import AsyncModbusSerialClient  # noqa: PLC0415 - loaded only when used
+    try:
+        from pymodbus.client import AsyncModbusSerialClient  # noqa: PLC0415 - loaded only when used
+    except ImportError as exc:
+        raise MODBUS.error("driver modbus", exc) from exc
 
     # pymodbus logs an ERROR line for every unanswered request; this driver
     # counts each one (modbus_no_response) and logs once per silent slave.

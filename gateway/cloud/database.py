@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from gateway.config.consumer_config import is_postgres_url
 from gateway.core.dedup import StreamCounters, StreamId, fold
 from gateway.core.envelope import Envelope, format_ts
+from gateway.core.extras import POSTGRES
 
 _READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
 _KEY = "gateway, epoch, device, stream"
@@ -219,7 +220,10 @@ class PostgresReadings:
     """`readings` in PostgreSQL."""
 
     def __init__(self, url: str) -> None:
-        import psycopg  # noqa: PLC0415 - only with PostgreSQL: loading it costs ~12 MB of RSS
+        try:
+            import psycopg  # noqa: PLC0415 - only with PostgreSQL: loading it costs ~12 MB of RSS
+        except ImportError as exc:
+            raise POSTGRES.error("a postgresql:// database", exc) from exc
 
         self._conn = psycopg.connect(url, autocommit=False)
         with self._conn.cursor() as cur:
@@ -293,7 +297,10 @@ def read_gaps(database: str) -> int:
     """
     query = "SELECT coalesce(sum(gaps), 0) FROM stream_counters"
     if is_postgres_url(database):
-        import psycopg  # noqa: PLC0415 - only with PostgreSQL, see PostgresReadings
+        try:
+            import psycopg  # noqa: PLC0415 - only with PostgreSQL, see PostgresReadings
+        except ImportError as exc:
+            raise POSTGRES.error("a postgresql:// database", exc) from exc
 
         with psycopg.connect(database, connect_timeout=5) as conn:
             row = conn.execute(query).fetchone()

@@ -44,8 +44,10 @@ def database_problem(database: str) -> str | None:
     if not database.strip():
         return "it is empty"
     if is_postgres_url(database):
-        import psycopg  # noqa: PLC0415 - only for PostgreSQL URLs: it costs the gateway ~12 MB of RSS
-
+        try:
+            import psycopg  # noqa: PLC0415 - only for PostgreSQL URLs: it costs the gateway ~12 MB of RSS
+        except ImportError:
+            return None  # the URL is read by psycopg; `check` and `consume` name the missing extra
         try:
             psycopg.conninfo.conninfo_to_dict(database)
         except psycopg.ProgrammingError as exc:

@@ -30,6 +30,7 @@ from gateway.config.reader import MapReader, describe, did_you_mean
 from gateway.config.yaml_source import Located
 from gateway.core.confirmation import CONFIRM_LEVEL
 from gateway.core.delivery import DELIVERY_NAMES, DeliveryClass
+from gateway.core.extras import Extra
 from gateway.core.report_by_exception import ReportPolicy, parse_deadband
 from gateway.core.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 
@@ -117,6 +118,10 @@ class DriverEntry(Protocol):
     @property
     def offered_fields(self) -> Callable[[Any], frozenset[str] | None]:
         """The record fields the driver can produce with these options (None: any)."""
+
+    @property
+    def extra(self) -> Extra | None:
+        """The extra of the distribution that brings the driver's library (None: no library)."""
 
 
 DriverTable = Mapping[str, DriverEntry]

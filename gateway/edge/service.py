@@ -17,13 +17,16 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from devices.registry import DRIVERS
+from gateway.config.check import require_extras
 from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerSecrets
 from gateway.config.gateway_config import DeviceConfig, GatewayConfig, load_gateway_config
 from gateway.core.delivery import DeliveryClass
+from gateway.core.extras import MissingExtras
 from gateway.edge.confirm_tracker import ConfirmationTracker
 from gateway.edge.ingest import DeviceSink, Intake
 from gateway.edge.publisher import Publisher
@@ -294,11 +297,13 @@ class Gateway:
         log.info("reload: reading %s (SIGHUP)", path)
         try:
             new = load_gateway_config(path, DRIVERS)
-        except ConfigError as exc:
-            for problem in exc.problems:
+            require_extras(new, DRIVERS)  # a device whose library is missing would only fail
+        except (ConfigError, MissingExtras) as exc:
+            problems: Sequence[object] = exc.problems if isinstance(exc, ConfigError) else exc.lines
+            for problem in problems:
                 log.error("reload rejected: %s", problem)
             log.error("reload rejected: %d problem%s in %s; still running the previous config",
-                      len(exc.problems), "s" if len(exc.problems) != 1 else "", path)
+                      len(problems), "s" if len(problems) != 1 else "", path)
             return
         plan = plan_reload(self.config, new)
         for section in plan.needs_restart:

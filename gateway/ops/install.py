@@ -9,10 +9,17 @@ and tests):
 - `etc/sysusers.d/mqtt-gateway.conf` (the service user, in groups dialout and
   gpio), applied with `systemd-sysusers --root ROOT` when that tool exists;
 - `etc/mqtt-gateway/gateway.yaml` and `consumer.yaml` from the examples,
-  never over an existing file.
+  never over an existing file;
+- `usr/local/share/doc/mqtt-gateway/`: README.md (the units' `Documentation=`),
+  LICENSE, docs/ and every example config under config/.
 
-Uninstall removes the units and the sysusers snippet; config, state and the
-user stay (it says so). Plans are pure data; `apply` does the file work.
+The files come from the package itself (`gateway/ops/shipped`, copied there
+when the wheel is built, see setup.py), or, in an editable install, from the
+checkout the package lives in, or from `--source DIR`.
+
+Uninstall removes the units, the sysusers snippet and the documentation;
+config, state and the user stay (it says so). Plans are pure data; `apply`
+does the file work.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from gateway.core.errors import MqttGatewayError
@@ -30,6 +39,8 @@ from gateway.core.errors import MqttGatewayError
 UNITS = ("mqtt-gateway.service", "mqtt-gateway-consumer.service")
 SYSUSERS = "mqtt-gateway.conf"
 CONFIGS = ("gateway.yaml", "consumer.yaml")
+DOC_DIR = Path("usr/local/share/doc/mqtt-gateway")
+DOCS = ("README.md", "LICENSE")  # and docs/*.md, config/*.yaml
 DEFAULT_USER = "mqtt-gateway"
 DEFAULT_EXEC = "/usr/local/bin/mqtt-gateway"
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
@@ -48,15 +59,22 @@ class FileAction:
     keep_existing: bool = False  # a config: written only when absent
 
 
-def source_dir(given: Path | None = None) -> Path:
-    """The checkout holding systemd/ and config/ (given, or beside this package)."""
-    candidates = [given] if given is not None else [Path(__file__).resolve().parents[2]]
-    for base in candidates:
-        if base is not None and (base / "systemd" / UNITS[0]).is_file():
+def source_dir(given: Path | None = None) -> Traversable:
+    """Where systemd/ and config/ are: `given`; else the copy inside the installed package;
+    else the checkout of an editable install."""
+    if given is not None:
+        if (given / "systemd" / UNITS[0]).is_file():
+            return given
+        raise InstallError(f"no unit files under {given}/systemd: --source must name a source "
+                           "checkout holding systemd/ and config/")
+    shipped = files("gateway.ops") / "shipped"
+    checkout = Path(__file__).resolve().parents[2]
+    for base in (shipped, checkout):
+        if base.joinpath("systemd", UNITS[0]).is_file():
             return base
-    where = given or candidates[0]
-    raise InstallError(f"no unit files under {where}/systemd: install from a source checkout "
-                       "(pip install -e DIR) or pass --source DIR")
+    raise InstallError(f"no unit files in this installation ({shipped}/systemd) nor in a checkout "
+                       f"at {checkout}: reinstall the package from a wheel or sdist, or pass "
+                       "--source DIR (a source checkout)")
 
 
 def console_script() -> str:
@@ -83,19 +101,34 @@ def render_sysusers(text: str, user: str) -> str:
     return re.sub(rf"(?m)^([um]) {re.escape(DEFAULT_USER)}\b", rf"\1 {user}", text)
 
 
-def install_plan(root: Path, source: Path, executable: str, user: str) -> list[FileAction]:
+def _text(source: Traversable, *parts: str) -> str:
+    return source.joinpath(*parts).read_text(encoding="utf-8")
+
+
+def install_plan(root: Path, source: Traversable, executable: str, user: str) -> list[FileAction]:
     """Every file install-service writes under `root`."""
     actions = [FileAction(root / "etc/systemd/system" / unit,
-                          render_unit((source / "systemd" / unit).read_text(encoding="utf-8"),
-                                      executable, user))
+                          render_unit(_text(source, "systemd", unit), executable, user))
                for unit in UNITS]
     actions.append(FileAction(root / "etc/sysusers.d" / SYSUSERS, render_sysusers(
-        (source / "systemd/sysusers.d" / SYSUSERS).read_text(encoding="utf-8"), user)))
+        _text(source, "systemd", "sysusers.d", SYSUSERS), user)))
     actions += [FileAction(root / "etc/mqtt-gateway" / name,
-                           service_config((source / "config" / name).read_text(encoding="utf-8")),
-                           keep_existing=True)
+                           service_config(_text(source, "config", name)), keep_existing=True)
                 for name in CONFIGS]
+    actions += [FileAction(root / DOC_DIR / name, _text(source, *name.parts))
+                for name in doc_files(source)]
     return actions
+
+
+def doc_files(source: Traversable) -> list[Path]:
+    """The documentation install-service copies, relative to `source`: README.md, LICENSE,
+    docs/*.md and config/*.yaml (what is there of them)."""
+    names = [Path(name) for name in DOCS if source.joinpath(name).is_file()]
+    for folder, suffix in (("docs", ".md"), ("config", ".yaml")):
+        if source.joinpath(folder).is_dir():
+            names += sorted(Path(folder, entry.name) for entry in source.joinpath(folder).iterdir()
+                            if entry.is_file() and entry.name.endswith(suffix))
+    return names
 
 
 def service_config(text: str) -> str:
@@ -106,9 +139,24 @@ def service_config(text: str) -> str:
 
 
 def uninstall_plan(root: Path) -> list[FileAction]:
-    """Every file uninstall-service removes under `root`."""
+    """Every file uninstall-service removes under `root`: the units, the sysusers snippet and
+    whatever is in the documentation directory."""
+    docs = root / DOC_DIR
     return [FileAction(root / "etc/systemd/system" / unit, None) for unit in UNITS] + \
-        [FileAction(root / "etc/sysusers.d" / SYSUSERS, None)]
+        [FileAction(root / "etc/sysusers.d" / SYSUSERS, None)] + \
+        [FileAction(path, None) for path in sorted(docs.rglob("*")) if not path.is_dir()]
+
+
+def prune(directory: Path) -> list[str]:
+    """Remove `directory` and the directories under it when they hold no file any more
+    (after uninstall removed the documentation); one line per directory removed."""
+    if not directory.is_dir() or any(not p.is_dir() for p in directory.rglob("*")):
+        return []
+    lines = []
+    for path in [*sorted(directory.rglob("*"), reverse=True), directory]:
+        path.rmdir()
+        lines.append(f"remove {path}/")
+    return lines
 
 
 def apply(actions: list[FileAction], dry_run: bool) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ops.install import UNITS
+from gateway.ops.install import DOC_DIR, UNITS
 from tests.support.procs import REPO
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -125,6 +125,34 @@ def test_install_as_another_user_and_dry_run(tmp_path: Path) -> None:
     assert "u sensors -" in (tmp_path / "etc/sysusers.d/mqtt-gateway.conf").read_text()
 
 
+def test_install_puts_the_documentation_where_the_units_point(installed: Path) -> None:
+    docs = installed / DOC_DIR
+    for unit in UNITS:
+        text = (installed / "etc/systemd/system" / unit).read_text()
+        urls = [line.split("=", 1)[1] for line in text.splitlines()
+                if line.startswith("Documentation=")]
+        assert urls == [f"file:///{DOC_DIR}/README.md"]
+        assert (installed / urls[0].removeprefix("file:///")).is_file()
+    assert (docs / "README.md").read_text() == (REPO / "README.md").read_text()
+    assert (docs / "LICENSE").read_text() == (REPO / "LICENSE").read_text()
+    examples = sorted(p.name for p in (docs / "config").iterdir())
+    assert examples == sorted(p.name for p in (REPO / "config").glob("*.yaml"))
+    assert sorted(p.name for p in docs.glob("docs/*.md")) == \
+        sorted(p.name for p in (REPO / "docs").glob("*.md"))
+
+
+def test_install_from_a_named_source_and_from_one_without_units(tmp_path: Path) -> None:
+    done = install(tmp_path / "root", "--source", str(REPO))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "root/etc/systemd/system" / UNITS[0]).is_file()
+    (tmp_path / "empty").mkdir()
+    bad = install(tmp_path / "other", "--source", str(tmp_path / "empty"))
+    assert bad.returncode == 1
+    assert bad.stderr.startswith(f"error: no unit files under {tmp_path / 'empty'}/systemd")
+    assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
 def test_uninstall_removes_units_and_keeps_config_and_state(installed: Path) -> None:
     state = installed / "var/lib/mqtt-gateway"
     state.mkdir(parents=True)
@@ -136,6 +164,8 @@ def test_uninstall_removes_units_and_keeps_config_and_state(installed: Path) -> 
         assert f"remove {installed / 'etc/systemd/system' / unit}" in done.stdout
     assert (installed / "etc/mqtt-gateway/gateway.yaml").exists()
     assert (state / "outbox.sqlite").exists()
+    assert not (installed / DOC_DIR).exists()
+    assert (installed / DOC_DIR).parent.is_dir()  # only what install-service made is gone
     assert "kept" in done.stdout and "(config)" in done.stdout and "(state)" in done.stdout
 
 

@@ -28,7 +28,7 @@ class Service:
         self.starts = 0
         self.kills = 0
         self.logs: list[Path] = []
-        self.env: dict[str, str] = {}  # added to the environment of each run
+        self.env: dict[str, str] = {}  # added to the environment of each run (over PYTHONPATH too)
         self.launcher: list[str] = []  # a command that runs the service (e.g. tests/support/mdwe.py)
 
     @property
@@ -41,7 +41,7 @@ class Service:
         self.starts += 1
         log = self.workdir / f"{self.name}-{self.starts}.log"
         self.logs.append(log)
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.env)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **self.env}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [*self.launcher, sys.executable, "-m", "gateway", self.command, "--config",
