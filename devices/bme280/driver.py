@@ -6,7 +6,7 @@ oversampling, takes effect at the next write of `ctrl_meas`), `status` 0xF3
 (bit 3 `measuring`), `ctrl_meas` 0xF4 (temperature and pressure
 oversampling, mode: 0b01 forced); the measurement at 0xF7..0xFE. The
 register decoding and the compensation formulas are the pure functions of
-`devices.bme280_compensation`.
+`devices.bme280.compensation`.
 
 Each poll triggers one forced measurement (oversampling x1 for all three,
 the sensor sleeps in between, as the datasheet recommends for weather

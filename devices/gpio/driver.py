@@ -22,7 +22,7 @@ The kernel numbers each line's events (`line_seqno`); a jump means its
 event buffer overflowed and edges were lost: counted as `gpio_events_lost`
 (the level is then re-learnt from the next edge's direction).
 
-Debounce and counting are the pure `devices.gpio_logic`; this module is
+Debounce and counting are the pure `devices.gpio.logic`; this module is
 the config and a thin adapter over a `gpiod` line request (a fake one with
 a real pollable fd in tests). `gpiod` is imported only when a gpio device
 starts, so a gateway without GPIO devices runs where the bindings are not

@@ -12,8 +12,8 @@ address (0-based, as on the wire; a manual's "40001" is holding address 0):
 | `coil` | 0x01 read coils | bool |
 | `discrete` | 0x02 read discrete inputs | bool |
 
-The words become values by `devices.modbus_decoding` (type, word order,
-scale, offset), when to poll what by `devices.modbus_schedule` (an interval
+The words become values by `devices.modbus.decoding` (type, word order,
+scale, offset), when to poll what by `devices.modbus.schedule` (an interval
 per register, backoff per silent slave); this module is the config and the
 bus loop. Each answered poll emits a partial record holding that register's
 field. Rejects: `modbus_no_response` (a poll unanswered after the retries;

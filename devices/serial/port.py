@@ -5,7 +5,7 @@ This module owns the serial device's config keys (read through the shared
 hand records and rejects to the sink, and when the port goes away (unplug,
 read error) report it once and keep reopening with capped backoff until the
 driver is cancelled. Framing and parsing live in the pure modules
-`devices.line_framing` and `devices.line_formats`; only the port is I/O here.
+`devices.serial.framing` and `devices.serial.line_formats`; only the port is I/O here.
 
 Opening a port flushes its input buffer: bytes the device sent before the
 port was open are gone, and the first line read may be a tail (counted as a
@@ -67,42 +67,21 @@ def read_options(reader: MapReader) -> SerialOptions | None:
     problems_before = len(reader.problems)
     port = read_port(reader)
     # Bounds checked here, not by MapReader, to say what a baud rate looks like.
-    baudrate = _in_range(
-        reader,
-        "baudrate",
-        reader.integer("baudrate", default=9600),
-        low=1200,
-        high=4_000_000,
-        expected="a baud rate from 1200 to 4000000, such as 9600 or 115200",
-    )
+    baudrate = _in_range(reader, "baudrate", reader.integer("baudrate", default=9600),
+                         low=1200, high=4_000_000,
+                         expected="a baud rate from 1200 to 4000000, such as 9600 or 115200")
     format_problems = len(reader.problems)
     line_format = reader.choice("format", FORMATS, default="json")
     format_ok = len(reader.problems) == format_problems
     columns = reader.string_list("columns")
     delimiter = reader.string("delimiter")
-    max_line_bytes = _in_range(
-        reader,
-        "max_line_bytes",
-        reader.size("max_line_bytes", default=4096),
-        low=16,
-        high=1024 * 1024,
-        expected="a size from 16 bytes to 1MiB, such as 4096 or 64KiB",
-    )
+    max_line_bytes = _in_range(reader, "max_line_bytes",
+                               reader.size("max_line_bytes", default=4096),
+                               low=16, high=1024 * 1024,
+                               expected="a size from 16 bytes to 1MiB, such as 4096 or 64KiB")
     reopen_max = reader.duration("reopen_max", default=30.0, minimum=0.1)
-
-    if format_ok and line_format == "csv":
-        columns = _check_columns(reader, columns)
-        delimiter = _check_delimiter(reader, delimiter)
-    elif format_ok:
-        for key in ("columns", "delimiter"):
-            found = reader.raw(key)
-            if found is not None and found.value is not None:
-                reader.problem(
-                    key,
-                    f"no '{key}' with format {line_format} ('{key}' applies to csv only)",
-                    f"'{key}' given",
-                    hint=f"remove '{key}' or set 'format: csv'",
-                )
+    if format_ok:
+        columns, delimiter = _check_csv_keys(reader, line_format, columns, delimiter)
 
     if (
         len(reader.problems) > problems_before
@@ -254,6 +233,23 @@ def _in_range(
     found = reader.raw(key)
     reader.problem(key, expected, describe(found.value if found is not None else value))
     return None
+
+
+def _check_csv_keys(reader: MapReader, line_format: str | None, columns: list[str] | None,
+                    delimiter: str | None) -> tuple[list[str] | None, str | None]:
+    """`columns` and `delimiter` checked for csv, and reported as out of place otherwise."""
+    if line_format == "csv":
+        return _check_columns(reader, columns), _check_delimiter(reader, delimiter)
+    for key in ("columns", "delimiter"):
+        found = reader.raw(key)
+        if found is not None and found.value is not None:
+            reader.problem(
+                key,
+                f"no '{key}' with format {line_format} ('{key}' applies to csv only)",
+                f"'{key}' given",
+                hint=f"remove '{key}' or set 'format: csv'",
+            )
+    return columns, delimiter
 
 
 def _check_columns(reader: MapReader, columns: list[str] | None) -> list[str] | None:

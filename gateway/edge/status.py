@@ -60,46 +60,12 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     runtime = json.loads(meta["runtime"]) if "runtime" in meta else None
     running = bool(runtime and meta.get("clean_stop") == "0" and process_alive(runtime["pid"]))
-    backlog = {d.value: {"pending": 0, "oldest_age_s": None} for d in DeliveryClass}
-    for qos, count, oldest in conn.execute(
-        "SELECT qos, count(*), min(ts) FROM outbox GROUP BY qos"
-    ):
-        backlog[DeliveryClass.from_qos(qos).value] = {
-            "pending": count, "oldest_age_s": round(now - oldest, 3)}
-    if runtime is not None and running:
-        backlog[DeliveryClass.AT_MOST_ONCE.value]["pending"] = runtime["at_most_once_queued"]
+    backlog = _backlog(conn, now, runtime if running else None)
     epoch = meta.get("epoch")
-    pending_by_stream = {
-        (d, s): n for d, s, n in conn.execute(
-            "SELECT device, stream, count(*) FROM outbox GROUP BY device, stream")
-    }
-    last_seqs = {
-        (d, s): seq for d, s, seq in conn.execute(
-            "SELECT device, stream, last_seq FROM sequences WHERE epoch = ?", (epoch,))
-    }
-    streams = [
-        {"device": d.id, "stream": s.name, "delivery": s.delivery.value,
-         "last_seq": last_seqs.get((d.id, s.name), 0),
-         "pending": pending_by_stream.get((d.id, s.name), 0)}
-        for d in config.devices for s in d.streams
-    ]
-    drops: dict[str, int] = {}
-    drop_rows = []
-    suppressed: dict[str, int] = {}  # device/stream -> readings held back by report by exception
-    for reason, device, stream, count in conn.execute(
-        "SELECT reason, device, stream, count FROM drops ORDER BY reason, device, stream"
-    ):
-        if reason == SUPPRESSED:
-            suppressed[f"{device}/{stream}"] = count
-            continue
-        drops[reason] = drops.get(reason, 0) + count
-        drop_rows.append({"reason": reason, "device": device, "stream": stream, "count": count})
+    streams = _streams(conn, config, epoch)
+    drops, drop_rows, suppressed = _drops(conn)
     quarantined_by_reason = dict(conn.execute(
         "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason").fetchall())
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    live = (conn.execute("PRAGMA page_count").fetchone()[0]
-            - conn.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
-    wal = Path(f"{path}-wal")
     return {
         "confirmation": _confirmation(conn, config, now),
         "gateway": config.gateway_id,
@@ -116,12 +82,73 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
         "drops": drops,
         "drops_detail": drop_rows,
         "suppressed": suppressed,
-        "store_bytes": {
-            "live": live,
-            "file": path.stat().st_size,
-            "wal": wal.stat().st_size if wal.exists() else 0,
-            "max": config.store.max_bytes,
-        },
+        "store_bytes": _store_bytes(conn, config, path),
+    }
+
+
+def _backlog(conn: sqlite3.Connection, now: float, runtime: dict[str, Any] | None
+             ) -> dict[str, dict[str, Any]]:
+    """Pending readings and the age of the oldest, by delivery class; at-most-once from the
+    running process's snapshot (`runtime`, None when no process runs), as it is not stored."""
+    backlog: dict[str, dict[str, Any]] = {
+        d.value: {"pending": 0, "oldest_age_s": None} for d in DeliveryClass}
+    for qos, count, oldest in conn.execute(
+        "SELECT qos, count(*), min(ts) FROM outbox GROUP BY qos"
+    ):
+        backlog[DeliveryClass.from_qos(qos).value] = {
+            "pending": count, "oldest_age_s": round(now - oldest, 3)}
+    if runtime is not None:
+        backlog[DeliveryClass.AT_MOST_ONCE.value]["pending"] = runtime["at_most_once_queued"]
+    return backlog
+
+
+def _streams(conn: sqlite3.Connection, config: GatewayConfig, epoch: str | None
+             ) -> list[dict[str, Any]]:
+    """Each configured stream with its last seq in this epoch and its pending readings."""
+    pending_by_stream = {
+        (d, s): n for d, s, n in conn.execute(
+            "SELECT device, stream, count(*) FROM outbox GROUP BY device, stream")
+    }
+    last_seqs = {
+        (d, s): seq for d, s, seq in conn.execute(
+            "SELECT device, stream, last_seq FROM sequences WHERE epoch = ?", (epoch,))
+    }
+    return [
+        {"device": d.id, "stream": s.name, "delivery": s.delivery.value,
+         "last_seq": last_seqs.get((d.id, s.name), 0),
+         "pending": pending_by_stream.get((d.id, s.name), 0)}
+        for d in config.devices for s in d.streams
+    ]
+
+
+def _drops(conn: sqlite3.Connection
+           ) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, int]]:
+    """Drops by reason, each drop counter, and the readings report by exception held back
+    (device/stream -> count), which are not drops."""
+    drops: dict[str, int] = {}
+    drop_rows = []
+    suppressed: dict[str, int] = {}
+    for reason, device, stream, count in conn.execute(
+        "SELECT reason, device, stream, count FROM drops ORDER BY reason, device, stream"
+    ):
+        if reason == SUPPRESSED:
+            suppressed[f"{device}/{stream}"] = count
+            continue
+        drops[reason] = drops.get(reason, 0) + count
+        drop_rows.append({"reason": reason, "device": device, "stream": stream, "count": count})
+    return drops, drop_rows, suppressed
+
+
+def _store_bytes(conn: sqlite3.Connection, config: GatewayConfig, path: Path) -> dict[str, int]:
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    live = (conn.execute("PRAGMA page_count").fetchone()[0]
+            - conn.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
+    wal = Path(f"{path}-wal")
+    return {
+        "live": live,
+        "file": path.stat().st_size,
+        "wal": wal.stat().st_size if wal.exists() else 0,
+        "max": config.store.max_bytes,
     }
 
 

@@ -9,7 +9,7 @@ on the loop without blocking it; paho is then handed the connected socket.
 until the connection drops, back off (capped, jittered), try again. It uses
 MQTT 5 with a clean start on the first connect of the process and a session
 expiry, so later reconnects resume the broker session and paho resends what
-was in flight.
+was in flight. What this needs of paho's internals is in `_paho`.
 """
 
 from __future__ import annotations
@@ -26,49 +26,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt import _packet
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.common import BrokerAddress
 from gateway.config.credentials import BrokerSecrets
 from gateway.core.backoff import Backoff
+from gateway.mqtt import _paho
 
 log = logging.getLogger("gateway.mqtt")
 
 CONNECT_TIMEOUT = 10.0
 LATENCY_SAMPLE = 8  # one publish in this many is timed to its acknowledgement (metrics)
-
-
-class _RepeatsWhileDown(logging.Filter):
-    """Lets paho's warnings and errors through once per outage.
-
-    paho logs e.g. `failed to receive on socket: [SSL: ...]` at ERROR on every
-    reconnect attempt; while the broker stays away that is the same line
-    again and again. Repeats are dropped (shown at DEBUG level only) until a
-    connection succeeds; the gateway's summary line says how long it is down.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        text = record.getMessage()
-        if text not in self.seen:
-            self.seen.add(text)
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-
-
-_PAHO_LOG = logging.getLogger("paho")
-_PAHO_REPEATS = _RepeatsWhileDown()
-_PAHO_LOG.addFilter(_PAHO_REPEATS)
 
 
 @dataclass(frozen=True)
@@ -78,59 +47,6 @@ class Session:
     session_present: bool
     receive_maximum: int
     maximum_packet_size: int | None
-
-
-class _Client(mqtt.Client):
-    """paho's client, taking a socket the event loop already connected.
-
-    It also reads the reason code of PUBREC, which paho ignores. A failure
-    ends the QoS 2 exchange there (MQTT 5, 4.3.3): the message is reported
-    through `on_publish` with that code instead of being sent a PUBREL and
-    then reported as delivered. A success other than 0 (0x10, no matching
-    subscribers) is kept in `pubrec_codes` so that the PUBCOMP that follows
-    is reported with it.
-    """
-
-    preconnected: socket.socket | None = None
-    pubrec_codes: dict[int, ReasonCode]
-
-    def _create_socket_connection(self) -> socket.socket:
-        sock, self.preconnected = self.preconnected, None
-        if sock is None:
-            raise OSError(errno.ENOTCONN, "no connected socket was handed over")
-        return sock
-
-    def _handle_pubrec(self) -> MQTTErrorCode:
-        packet = _packet.decode_pubrec(self._in_packet["command"], self._in_packet["packet"],
-                                       self._protocol)
-        if packet.mid in self._out_messages:
-            if packet.reason.is_failure:
-                with self._out_message_mutex:
-                    return self._do_on_publish(packet.mid, packet.reason, packet.properties)
-            if packet.reason.value != 0:
-                self.pubrec_codes[packet.mid] = packet.reason
-        return super()._handle_pubrec()
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        # The common case without paho's decoding, which builds a ReasonCode and a
-        # Properties object per acknowledgement: success with no properties, sent by
-        # MQTT 5 brokers as the packet id alone or followed by reason code 0.
-        packet = self._in_packet["packet"]
-        if len(packet) == 2 or (len(packet) == 3 and packet[2] == 0):
-            mid = (packet[0] << 8) | packet[1]
-            if mid in self._out_messages:
-                success, no_properties = _SUCCESS[cmd]
-                with self._out_message_mutex:
-                    return self._do_on_publish(mid, success, no_properties)
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super()._handle_pubackcomp(cmd)
-
-
-# Shared by every successful PUBACK/PUBCOMP; nothing mutates them.
-_SUCCESS = {
-    "PUBACK": (ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK)),  # type: ignore[no-untyped-call]
-    "PUBCOMP": (ReasonCode(PacketTypes.PUBCOMP), Properties(PacketTypes.PUBCOMP)),  # type: ignore[no-untyped-call]
-}
 
 
 class MqttLink:
@@ -182,38 +98,19 @@ class MqttLink:
         self._dropped: asyncio.Event = asyncio.Event()
         self._drop_reason = ""
         self._started = False
-        client = _Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=manual_ack,
-        )
-        client.pubrec_codes = {}
-        # No cap of paho's own: the publisher's window (inflight.py) keeps what is in flight
-        # within the broker's Receive Maximum, and paho's cap rescans its queue on every ack.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        if secrets is not None and secrets.username is not None:
-            client.username_pw_set(secrets.username, secrets.password)
-        if address.tls:
-            tls = secrets.tls if secrets is not None else None
-            client.tls_set_context(tls or ssl.create_default_context())
-        client.enable_logger(_PAHO_LOG)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        self.client = client
+        self.client = _paho.new_client(client_id, manual_ack=manual_ack, tls=address.tls,
+                                       secrets=secrets)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     # -- the reconnect loop ------------------------------------------------
     async def run(self) -> None:
         """Keep the connection up until cancelled."""
         self._loop = asyncio.get_running_loop()
+        _paho.attach_to_loop(self.client, self._loop)
         backoff = Backoff(base=0.5, cap=30.0)
         misc = asyncio.create_task(self._misc_loop())
         try:
@@ -247,10 +144,7 @@ class MqttLink:
         self.client.preconnected = sock
         try:
             if not self._started:
-                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                props.SessionExpiryInterval = self._session_expiry
-                if self._receive_maximum is not None:
-                    props.ReceiveMaximum = self._receive_maximum
+                props = _paho.connect_properties(self._session_expiry, self._receive_maximum)
                 self.client.connect(
                     self.address.host, self.address.port, self.keepalive,
                     clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY if self._clean_first else False,
@@ -275,7 +169,7 @@ class MqttLink:
             return f"broker {self.address} refused the connection: {rc}"
         self.refused = False
         self.connected = True
-        _PAHO_REPEATS.seen.clear()
+        _paho.PAHO_REPEATS.seen.clear()
         self.connections += 1
         self.on_up(session)
         return None
@@ -317,7 +211,8 @@ class MqttLink:
     def _drop_socket(self) -> None:
         sock = self.client.socket()
         if sock is not None:
-            self._on_socket_close(self.client, None, sock)
+            assert self._loop is not None
+            _paho.forget_socket(self._loop, sock)
             sock.close()
 
     # -- publishing --------------------------------------------------------
@@ -351,10 +246,7 @@ class MqttLink:
     # -- paho callbacks (on the loop thread) --------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                     props: Properties | None) -> None:
-        receive_max = getattr(props, "ReceiveMaximum", 65535) if props else 65535
-        max_packet = getattr(props, "MaximumPacketSize", None) if props else None
-        session = Session(bool(flags.session_present), int(receive_max),
-                          int(max_packet) if max_packet else None)
+        session = Session(bool(flags.session_present), *_paho.connack_limits(props))
         self.generation += 1
         if self._connack is not None and not self._connack.done():
             self._connack.set_result((rc, session))
@@ -383,20 +275,3 @@ class MqttLink:
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       codes: list[ReasonCode], props: Properties | None) -> None:
         self.on_subscribe(mid, codes)
-
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.add_reader(sock, client.loop_read)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.add_writer(sock, client.loop_write)
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.remove_writer(sock)

@@ -1,9 +1,9 @@
-"""Reading rows back out of a damaged store file, for the salvage of `store_recovery.py`.
+"""Reading rows back out of a damaged store file, for the salvage of `recovery.py`.
 
 `salvage_rows` yields every row of a table that SQLite can still read, in
 rowid order, skipping the stretches it reports as corrupt; `first_good` is
 the pure search that finds where a damaged stretch ends. Reads only: what
-is done with the rows is `store_recovery.py`'s business.
+is done with the rows is `recovery.py`'s business.
 """
 
 from __future__ import annotations
@@ -82,57 +82,32 @@ def salvage_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
     if not present:
         tally.unbounded = not _schema_readable(conn)
         return
-    wanted = ", ".join(c if c in present else "NULL" for c in columns)
-    missing = {i: _DEFAULTS.get(c) for i, c in enumerate(columns) if c not in present}
-    # `rowid >= n`, not `rowid > n - 1`: SQLite seeks to the key given, and the
-    # page holding n - 1 may be the damaged one.
-    scan = f"SELECT rowid, {wanted} FROM {table} WHERE rowid >= ? ORDER BY rowid"
-    one = scan + " LIMIT 1"
+    walk = _Walk(conn, table, columns, present, tally)
     hi = _last_rowid(conn, table)
     if hi is None:
         hi = _LAST_ROWID
-
-    def row_at(x: int) -> tuple[Any, ...] | None:
-        """The first row from rowid x on; None at the end. Raises on damage."""
-        found: tuple[Any, ...] | None = conn.execute(one, (x,)).fetchone()
-        return found
-
-    def readable_from(x: int) -> bool:
-        try:
-            row_at(x)
-        except sqlite3.DatabaseError:
-            return False
-        return True
-
-    def emit(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        tally.read += 1
-        values = row[1:]
-        if missing:
-            values = tuple(missing.get(i, v) for i, v in enumerate(values))
-        return values
-
     after, floor = 0, 1
     while True:
         try:
             # Fast: one scan. The sqlite3 module steps one row ahead of the row it
             # returns, so the row before the damage comes back with the error...
-            for row in conn.execute(scan, (after + 1,)):
+            for row in conn.execute(walk.scan, (after + 1,)):
                 after = row[0]
-                yield emit(row)
+                yield walk.emit(row)
             return
         except sqlite3.DatabaseError:
             pass
         # ...and is read again here, one row per query, up to the damage.
         while True:
             try:
-                single = row_at(after + 1)
+                single = walk.row_at(after + 1)
             except sqlite3.DatabaseError:
                 break
             if single is None:
                 return
             after = single[0]
-            yield emit(single)
-        nxt = first_good(max(after + 1, floor), hi, readable_from)
+            yield walk.emit(single)
+        nxt = first_good(max(after + 1, floor), hi, walk.readable_from)
         if nxt is None:
             if hi == _LAST_ROWID:
                 tally.unbounded = True
@@ -141,6 +116,40 @@ def salvage_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
             return
         tally.unreadable += nxt - after - 1
         after, floor = nxt - 1, nxt + 1
+
+
+class _Walk:
+    """The queries that read one table by rowid, and the defaults of the columns it lacks."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
+                 present: set[str], tally: SalvageTally) -> None:
+        self.conn, self.tally = conn, tally
+        wanted = ", ".join(c if c in present else "NULL" for c in columns)
+        self.missing = {i: _DEFAULTS.get(c) for i, c in enumerate(columns) if c not in present}
+        # `rowid >= n`, not `rowid > n - 1`: SQLite seeks to the key given, and the
+        # page holding n - 1 may be the damaged one.
+        self.scan = f"SELECT rowid, {wanted} FROM {table} WHERE rowid >= ? ORDER BY rowid"
+        self.one = self.scan + " LIMIT 1"
+
+    def row_at(self, x: int) -> tuple[Any, ...] | None:
+        """The first row from rowid x on; None at the end. Raises on damage."""
+        found: tuple[Any, ...] | None = self.conn.execute(self.one, (x,)).fetchone()
+        return found
+
+    def readable_from(self, x: int) -> bool:
+        try:
+            self.row_at(x)
+        except sqlite3.DatabaseError:
+            return False
+        return True
+
+    def emit(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The values of a row read (without its rowid), counted in the tally."""
+        self.tally.read += 1
+        values = row[1:]
+        if self.missing:
+            values = tuple(self.missing.get(i, v) for i, v in enumerate(values))
+        return values
 
 
 def _last_rowid(conn: sqlite3.Connection, table: str) -> int | None:

@@ -1,0 +1,174 @@
+"""What `MqttLink` needs of paho-mqtt's internals, kept in one place.
+
+paho is used without its threads and without its own TCP connect: the client
+below takes a socket the event loop already connected, reads PUBREC reason
+codes paho ignores, and skips paho's decoding of plain successful
+acknowledgements. `attach_to_loop` lets the event loop watch paho's socket,
+and a log filter keeps paho's repeated complaints to one per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config.credentials import BrokerSecrets
+
+DEFAULT_RECEIVE_MAXIMUM = 65535  # MQTT 5, 3.2.2.3.3: when CONNACK does not say
+
+
+class RepeatsWhileDown(logging.Filter):
+    """Lets paho's warnings and errors through once per outage.
+
+    paho logs e.g. `failed to receive on socket: [SSL: ...]` at ERROR on every
+    reconnect attempt; while the broker stays away that is the same line
+    again and again. Repeats are dropped (shown at DEBUG level only) until a
+    connection succeeds; the gateway's summary line says how long it is down.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text not in self.seen:
+            self.seen.add(text)
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+PAHO_LOG = logging.getLogger("paho")
+PAHO_REPEATS = RepeatsWhileDown()
+PAHO_LOG.addFilter(PAHO_REPEATS)
+
+
+class Client(mqtt.Client):
+    """paho's client, taking a socket the event loop already connected.
+
+    It also reads the reason code of PUBREC, which paho ignores. A failure
+    ends the QoS 2 exchange there (MQTT 5, 4.3.3): the message is reported
+    through `on_publish` with that code instead of being sent a PUBREL and
+    then reported as delivered. A success other than 0 (0x10, no matching
+    subscribers) is kept in `pubrec_codes` so that the PUBCOMP that follows
+    is reported with it.
+    """
+
+    preconnected: socket.socket | None = None
+    pubrec_codes: dict[int, ReasonCode]
+
+    def _create_socket_connection(self) -> socket.socket:
+        sock, self.preconnected = self.preconnected, None
+        if sock is None:
+            raise OSError(errno.ENOTCONN, "no connected socket was handed over")
+        return sock
+
+    def _handle_pubrec(self) -> MQTTErrorCode:
+        packet = _packet.decode_pubrec(self._in_packet["command"], self._in_packet["packet"],
+                                       self._protocol)
+        if packet.mid in self._out_messages:
+            if packet.reason.is_failure:
+                with self._out_message_mutex:
+                    return self._do_on_publish(packet.mid, packet.reason, packet.properties)
+            if packet.reason.value != 0:
+                self.pubrec_codes[packet.mid] = packet.reason
+        return super()._handle_pubrec()
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        # The common case without paho's decoding, which builds a ReasonCode and a
+        # Properties object per acknowledgement: success with no properties, sent by
+        # MQTT 5 brokers as the packet id alone or followed by reason code 0.
+        packet = self._in_packet["packet"]
+        if len(packet) == 2 or (len(packet) == 3 and packet[2] == 0):
+            mid = (packet[0] << 8) | packet[1]
+            if mid in self._out_messages:
+                success, no_properties = _SUCCESS[cmd]
+                with self._out_message_mutex:
+                    return self._do_on_publish(mid, success, no_properties)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_pubackcomp(cmd)
+
+
+# Shared by every successful PUBACK/PUBCOMP; nothing mutates them.
+_SUCCESS = {
+    "PUBACK": (ReasonCode(PacketTypes.PUBACK), Properties(PacketTypes.PUBACK)),  # type: ignore[no-untyped-call]
+    "PUBCOMP": (ReasonCode(PacketTypes.PUBCOMP), Properties(PacketTypes.PUBCOMP)),  # type: ignore[no-untyped-call]
+}
+
+
+def new_client(client_id: str, *, manual_ack: bool, tls: bool,
+               secrets: BrokerSecrets | None) -> Client:
+    """An MQTT 5 client with the broker credentials and TLS set, logging to `PAHO_LOG`."""
+    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                    manual_ack=manual_ack)
+    client.pubrec_codes = {}
+    # No cap of paho's own: the publisher's window (inflight.py) keeps what is in flight
+    # within the broker's Receive Maximum, and paho's cap rescans its queue on every ack.
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    if secrets is not None and secrets.username is not None:
+        client.username_pw_set(secrets.username, secrets.password)
+    if tls:
+        context = secrets.tls if secrets is not None else None
+        client.tls_set_context(context or ssl.create_default_context())
+    client.enable_logger(PAHO_LOG)
+    return client
+
+
+def connect_properties(session_expiry: int, receive_maximum: int | None) -> Properties:
+    """The CONNECT properties: the session expiry, and the Receive Maximum when set."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = session_expiry
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    return props
+
+
+def connack_limits(props: Properties | None) -> tuple[int, int | None]:
+    """The broker's Receive Maximum and Maximum Packet Size (None: no limit) from CONNACK."""
+    receive_max = getattr(props, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM) if props else (
+        DEFAULT_RECEIVE_MAXIMUM)
+    max_packet = getattr(props, "MaximumPacketSize", None) if props else None
+    return int(receive_max), int(max_packet) if max_packet else None
+
+
+def attach_to_loop(client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+    """Let `loop` drive the client: read when its socket is readable, write while paho
+    has output queued (paho asks through its socket callbacks)."""
+
+    def opened(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        loop.add_reader(sock, client.loop_read)
+
+    def closed(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        forget_socket(loop, sock)
+
+    def wants_write(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        loop.add_writer(sock, client.loop_write)
+
+    def written(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        loop.remove_writer(sock)
+
+    client.on_socket_open = opened
+    client.on_socket_close = closed
+    client.on_socket_register_write = wants_write
+    client.on_socket_unregister_write = written
+
+
+def forget_socket(loop: asyncio.AbstractEventLoop, sock: Any) -> None:
+    """Stop watching a socket that is closed or about to be."""
+    loop.remove_reader(sock)
+    loop.remove_writer(sock)
