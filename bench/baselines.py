@@ -5,7 +5,7 @@
   store and no database.
 - `c_client`: `mosquitto_pub -l` -> mosquitto -> `mosquitto_sub -C N`: the
   ceiling of the broker and loopback. `mosquitto_pub -l` exits before its
-  QoS 1/2 queue drains (DESIGN.md 6), so its stdin stays open until the
+  QoS 1/2 queue drains (docs/benchmarks.md, "Baselines"), so its stdin stays open until the
   subscriber has counted every message.
 """
 

@@ -97,7 +97,7 @@ def publish_all(port: int, count: int, message: Callable[[int], tuple[str, bytes
     stopped answering for 60 s, or 300 s at the end).
 
     paho's packet ids wrap at 65,535: more unacknowledged than that overwrite each other
-    (DESIGN.md 6), so at most MAX_QUEUED wait at once.
+    (docs/benchmarks.md, "Baselines"), so at most MAX_QUEUED wait at once.
     """
     client = _client("")
     client.max_inflight_messages_set(window)

@@ -1,4 +1,4 @@
-"""The `mqtt-gateway` command line (DESIGN.md section 3.1).
+"""The `mqtt-gateway` command line (docs/contracts.md, "Command line").
 
 Exit codes: 0 success, 1 runtime or validation failure, 2 usage error.
 """

@@ -65,7 +65,7 @@ def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
 def _storable(text: str) -> bool:
     """False for text that `decode` accepts ("\\ud800", "\\u0000") but a backend cannot store:
     lone surrogates (not UTF-8) and NUL (not in PostgreSQL text). Failing the whole batch on
-    one of them would make the consumer retry it forever (DESIGN.md rule 4)."""
+    one of them would make the consumer retry it forever (docs/guarantees.md, "Rejected messages")."""
     if "\x00" in text:
         return False
     try:

@@ -1,4 +1,4 @@
-"""The consumer's YAML config (DESIGN.md section 3.4), parsed into typed objects."""
+"""The consumer's YAML config (docs/contracts.md, "Consumer config"), parsed into typed objects."""
 
 from __future__ import annotations
 

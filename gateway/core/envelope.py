@@ -1,4 +1,4 @@
-"""The wire format of one reading (DESIGN.md section 3.3), encoded and decoded.
+"""The wire format of one reading (docs/contracts.md, "Wire format v1"), encoded and decoded.
 
 Pure: bytes in, `Envelope` or `Undecodable` out. The consumer rejects an
 unknown major version `v` with a counted reason instead of crashing.

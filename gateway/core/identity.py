@@ -1,4 +1,4 @@
-"""Reading identity: epochs and per-stream sequence numbers (DESIGN.md rule 2).
+"""Reading identity: epochs and per-stream sequence numbers (docs/contracts.md, "Reading identity").
 
 A seq is handed out once per `(epoch, device, stream)` and never again. The
 store persists the counters in the same transaction as the readings; a new

@@ -2,7 +2,7 @@
 
 One `Outbox` belongs to the running gateway's event loop. `commit()` is the
 group commit: in one transaction it gives new durable readings their seq
-(DESIGN.md rule 2), stores them, deletes the rows the broker acknowledged,
+(docs/contracts.md, "Reading identity"), stores them, deletes the rows the broker acknowledged,
 moves rejected rows to quarantine and adds drop counts. A row leaves
 `outbox` only through an acknowledgement or quarantine. A seq is taken for
 good only when its transaction commits: a failed commit hands out nothing.

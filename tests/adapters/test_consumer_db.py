@@ -307,7 +307,7 @@ def test_a_reading_that_cannot_be_stored_is_counted_and_does_not_block_its_batch
     """`decode` accepts JSON such as "\\ud800" or "\\u0000" in any string.
 
     If storing such a reading failed the batch, the consumer would retry the
-    batch forever and acknowledge nothing after it (DESIGN.md rule 4).
+    batch forever and acknowledge nothing after it (docs/guarantees.md, "Rejected messages").
     """
     batch_rejects: Counter[str] = Counter({"bad_json": 1})
     fresh, duplicates = db.store_batch([env(1), env(2, **poison), env(3)], batch_rejects)

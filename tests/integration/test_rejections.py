@@ -1,11 +1,11 @@
 """What the broker refuses and what the consumer cannot read, end to end.
 
-A rejected message must never block the stream behind it (DESIGN.md rule 4)
-and must never disappear silently (rule 5): the gateway quarantines what the
-broker refuses or could never accept, the consumer counts what it cannot
-read, and every other reading is delivered exactly once. Every part is real:
-mosquitto with an ACL file or a maximum packet size, the gateway and the
-consumer as processes, a pty as the serial port.
+A rejected message must never block the stream behind it and must never
+disappear silently (docs/guarantees.md, "Rejected messages"): the gateway
+quarantines what the broker refuses or could never accept, the consumer
+counts what it cannot read, and every other reading is delivered exactly
+once. Every part is real: mosquitto with an ACL file or a maximum packet
+size, the gateway and the consumer as processes, a pty as the serial port.
 """
 
 from __future__ import annotations

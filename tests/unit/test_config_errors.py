@@ -1,8 +1,8 @@
 """Bad gateway configs: every problem names the file, line, key path, expected and found.
 
-DESIGN.md rule 6 and section 3.2. Each case writes a small YAML file and
-checks the exact problem `load_gateway_config` reports; the CLI tests run
-`python -m gateway check` as a real subprocess.
+docs/contracts.md, "Config problems" and "Gateway config". Each case writes
+a small YAML file and checks the exact problem `load_gateway_config` reports;
+the CLI tests run `python -m gateway check` as a real subprocess.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The consumer's config (DESIGN.md section 3.4): defaults, problems, and the database label."""
+"""The consumer's config (docs/contracts.md, "Consumer config"): defaults, problems, database label."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The wire format (DESIGN.md section 3.3): encode, decode, and every reason a payload is refused."""
+"""The wire format (docs/contracts.md, "Wire format v1"): encode, decode, every reason for a refusal."""
 
 from __future__ import annotations
 

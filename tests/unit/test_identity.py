@@ -1,4 +1,4 @@
-"""Reading identity: per-stream sequence counters and epoch names (DESIGN.md rule 2)."""
+"""Reading identity: per-stream sequence counters and epoch names (docs/contracts.md, "Reading identity")."""
 
 from __future__ import annotations
 
