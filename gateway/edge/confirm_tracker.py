@@ -19,7 +19,8 @@ import paho.mqtt.client as mqtt
 
 from gateway.core.confirmation import confirm_topic, decode_marks, trusted_range
 from gateway.mqtt.link import MqttLink
-from gateway.store.outbox import Confirmations, Outbox
+from gateway.store.confirmations import Confirmations
+from gateway.store.outbox import Outbox
 
 log = logging.getLogger("gateway.confirm")
 

@@ -31,7 +31,8 @@ from gateway.edge.reload import plan_reload
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
-from gateway.store.outbox import Confirmations, Outbox
+from gateway.store.confirmations import Confirmations
+from gateway.store.outbox import Outbox
 from gateway.store.space import DiskFullError
 
 log = logging.getLogger("gateway")
