@@ -6,7 +6,9 @@ ranges of committed seqs to `{topic_prefix}/_confirm`. A range is trusted only
 for an (epoch, device, stream) this gateway knows and seqs it has handed out;
 anything else is ignored, counted and logged once per reason. A held row
 whose confirmation does not come within `confirmation_timeout` (doubling per
-resend, up to 32x) is sent again.
+resend, up to 32x) is sent again. In the row's life
+(`gateway.core.outbox_states`) the marks are CONFIRMED and the rows sent
+again CONFIRMATION_OVERDUE; the store applies both (`gateway.store.confirmations`).
 """
 
 from __future__ import annotations

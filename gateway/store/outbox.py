@@ -5,8 +5,8 @@ group commit: in one transaction it gives new durable readings their seq
 (docs/contracts.md rule 2), stores them, deletes the rows the broker
 acknowledged, moves rejected rows to quarantine and adds drop counts. A row
 leaves `outbox` only through an acknowledgement, a confirmation or
-quarantine. A seq is taken for good only when its transaction commits: a
-failed commit hands out nothing.
+quarantine (its life: `gateway.core.outbox_states`). A seq is taken for good
+only when its transaction commits: a failed commit hands out nothing.
 
 Size policy: when the live pages of the store reach `max_bytes`, new durable
 readings are refused and counted as `store_full`; stored readings are never
@@ -42,7 +42,8 @@ from gateway.store.sql import StoreError, get_meta, set_meta, transaction
 
 log = logging.getLogger("gateway.store")
 
-_SELECT_ROWS = "SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox"
+_SELECT_ROWS = ("SELECT id, device, stream, seq, qos, topic, payload, confirm, acked_at IS NOT NULL "
+                "FROM outbox")
 _UPSERT_SEQUENCE = (
     "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
@@ -65,7 +66,8 @@ class NewReading:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """A stored reading as the publisher sends it."""
+    """A stored reading as the publisher sends it; `held`: `acked_at` is set (it waits for a
+    confirmation, see `gateway.core.outbox_states`)."""
 
     id: int
     device: str
@@ -75,6 +77,7 @@ class OutboxRow:
     topic: str
     payload: bytes
     confirm: bool
+    held: bool
 
 
 @dataclass(frozen=True)
