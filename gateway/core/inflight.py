@@ -10,6 +10,7 @@ Receive Maximum.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Generic, TypeVar
 
 NO_MATCHING_SUBSCRIBERS = 0x10
 
@@ -46,14 +47,17 @@ def classify_ack(reason_code: int) -> AckOutcome:
     return AckOutcome.QUARANTINE
 
 
-class InflightWindow:
-    """Packet ids in flight and the outbox row each one carries."""
+Row = TypeVar("Row")
+
+
+class InflightWindow(Generic[Row]):
+    """Packet ids in flight and the outbox row each one carries (its id, or the row itself)."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("window capacity must be at least 1")
         self.capacity = capacity
-        self._rows: dict[int, int] = {}
+        self._rows: dict[int, Row] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -67,20 +71,20 @@ class InflightWindow:
         """Shrink or grow the window (to the broker's Receive Maximum)."""
         self.capacity = max(1, capacity)
 
-    def add(self, mid: int, row_id: int) -> None:
-        """Record that packet `mid` carries row `row_id`.
+    def add(self, mid: int, row: Row) -> None:
+        """Record that packet `mid` carries `row`.
 
         Raises:
             ValueError: the packet id is already in flight (paho wrapped around).
         """
         if mid in self._rows:
             raise ValueError(f"packet id {mid} is already in flight")
-        self._rows[mid] = row_id
+        self._rows[mid] = row
 
-    def settle(self, mid: int) -> int | None:
+    def settle(self, mid: int) -> Row | None:
         """Forget packet `mid`; the row it carried, or None for an unknown id."""
         return self._rows.pop(mid, None)
 
-    def rows(self) -> list[int]:
+    def rows(self) -> list[Row]:
         """The rows in flight."""
         return list(self._rows.values())

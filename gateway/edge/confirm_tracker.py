@@ -9,6 +9,9 @@ whose confirmation does not come within `confirmation_timeout` (doubling per
 resend, up to 32x) is sent again. `ConfirmationWatch` (gateway/core) decides
 when a consumer that appears gets every older held row at once (a sweep) and
 when no consumer is confirming at all (one WARNING, then only small probes).
+In the row's life (`gateway.core.outbox_states`) the marks are CONFIRMED and
+the rows sent again CONFIRMATION_OVERDUE; the store applies both
+(`gateway.store.confirmations`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import paho.mqtt.client as mqtt
 from gateway.core.confirmation import Mark, confirm_topic, decode_marks, trusted_range
 from gateway.core.confirmation_watch import SWEEP_AGE, ConfirmationWatch
 from gateway.mqtt.link import MqttLink
-from gateway.store.outbox import Confirmations, Outbox
+from gateway.store.confirmations import Confirmations
+from gateway.store.outbox import Outbox
 
 log = logging.getLogger("gateway.confirm")
 

@@ -2,7 +2,7 @@
 
 The publisher owns the in-flight window. It sends at-most-once readings
 first (they are cheap and only worth anything while fresh), then rows to
-retry, then new rows from the store, never more than the window allows.
+resend, then new rows from the store, never more than the window allows.
 Rows stored while connected (the live lane) go before the backlog found at
 connect time, so a long drain after an outage does not hold fresh readings
 behind it; each lane is sent in id order (seq order per stream). The window
@@ -10,6 +10,10 @@ is refilled a quarter at a time, so a busy link costs one store query per
 batch of acknowledgements rather than one per acknowledgement. Each
 PUBACK/PUBCOMP is classified: delivered rows are deleted at the next group
 commit, rejected ones quarantined, transient failures retried.
+
+Each row it has in hand moves through the table of
+`gateway.core.outbox_states` in a `RowLedger` (`rows`): that is where rows
+to resend, rows waiting for a retry and rows the next commit writes are.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.core.backoff import Backoff
 from gateway.core.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
+from gateway.core.outbox_states import TRANSITIONS, RowEvent, RowLedger, RowState, state_in_store
 from gateway.core.packet_size import publish_packet_size
 from gateway.edge.ingest import Intake
 from gateway.mqtt.link import MqttLink, Session
 from gateway.store.outbox import Outbox, OutboxRow
 
 log = logging.getLogger("gateway.publisher")
-
 
 
 class Publisher:
@@ -42,24 +46,19 @@ class Publisher:
         self._hold = hold_for_confirmation
         self.outbox = outbox
         self.intake = intake
-        self.window = InflightWindow(max_inflight)
+        self.window: InflightWindow[OutboxRow] = InflightWindow(max_inflight)
+        self.rows = RowLedger()  # the state of every row in hand (the window: their packet ids)
         self._max_inflight = max_inflight
         self._max_payload = max_payload_bytes
         self._max_packet: int | None = None
         self._cursor = 0  # the last row sent, in id order (the live lane)
         # The backlog found at a connect: (the last of its rows sent, its last row).
         self._backlog: tuple[int, int] | None = None
-        self._retry: list[int] = []
-        self._in_flight_rows: dict[int, OutboxRow] = {}
         self._quarantine_logged: set[tuple[str, str, str]] = set()
-        self._later: list[int] = []
         self._later_timer: asyncio.TimerHandle | None = None
         self._later_backoff = Backoff(base=0.5, cap=30.0)
         self._retry_logged: set[tuple[str, str, int]] = set()
         self.retries = 0
-        self.acked: list[int] = []
-        self.held: list[int] = []
-        self.quarantined: list[tuple[int, str]] = []
         self.sent_volatile = 0
         self.acknowledged = 0
         self.settled = 0  # stored rows' acks of any outcome (the watchdog's proof of progress)
@@ -119,9 +118,15 @@ class Publisher:
 
     def _fill_window(self) -> None:
         room = self.window.room
-        if room and self._retry:
-            batch, self._retry = self._retry[:room], self._retry[room:]
-            self._send_rows(self.outbox.fetch_ids(batch))
+        if room and self.rows.count(RowState.RESEND):
+            batch = self.rows.ids(RowState.RESEND, room)
+            rows = self.outbox.fetch_ids(batch)
+            if len(rows) < len(batch):  # deleted meanwhile: a confirmation took them
+                found = {row.id for row in rows}
+                for row_id in batch:
+                    if row_id not in found:
+                        self.rows.move(row_id, RowEvent.CONFIRMED)
+            self._send_rows(rows)
             room = self.window.room
         if room < max(1, self.window.capacity // 4) and len(self.window):
             return  # wait for more acknowledgements: refill in batches
@@ -137,47 +142,48 @@ class Publisher:
             self._send_rows(rows)
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
+        ledger = self.rows
         for row in rows:
-            if row.id in self._in_flight_rows:
-                continue  # already on its way (a resend and the cursor can meet after a restart)
+            state = ledger.state(row.id, state_in_store(row.held))
+            if RowEvent.SEND not in TRANSITIONS[state]:
+                continue  # already on its way or settled (a resend and a lane can meet after a restart)
             too_large = self._too_large(row.topic, row.payload, row.qos)
             if too_large is not None:
-                self._quarantine(row, too_large)
+                self._quarantine(row, RowEvent.TOO_LARGE, too_large, state)
                 continue
             mid = self.link.publish(row.topic, row.payload, row.qos)
             if mid is None:
                 # Lost the connection while sending: this row and the rest go again.
-                self._retry.append(row.id)
+                ledger.move(row.id, RowEvent.CONNECTION_LOST, state)
                 continue
-            self.window.add(mid, row.id)
-            self._in_flight_rows[row.id] = row
+            self.window.add(mid, row)
+            ledger.move(row.id, RowEvent.SEND, state)
 
     def _on_publish(self, mid: int, rc: ReasonCode) -> None:
-        row_id = self.window.settle(mid)
-        if row_id is None:
+        row = self.window.settle(mid)
+        if row is None:
             return  # an at-most-once message written to the socket
         self.settled += 1
-        row = self._in_flight_rows.pop(row_id, None)
-        if row is None:
-            return
         outcome = classify_ack(rc.value)
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()
             # A row under end-to-end confirmation stays until the consumer confirms it.
-            (self.held if row.confirm and self._hold else self.acked).append(row_id)
+            self.rows.move(row.id, RowEvent.ACK_HELD if row.confirm and self._hold
+                           else RowEvent.ACK_DELIVERED)
             self.acknowledged += 1
             if not self.first_ack_logged:
                 self.first_ack_logged = True
                 log.info("broker acknowledged the first stored reading: device=%s stream=%s "
                          "seq=%d", row.device, row.stream, row.seq)
         elif outcome is AckOutcome.RETRY:
+            self.rows.move(row.id, RowEvent.ACK_RETRY)
             self._retry_later(row, rc)
         else:
-            self._quarantine(row, f"broker rejected: {rc}")
+            self._quarantine(row, RowEvent.ACK_REJECTED, f"broker rejected: {rc}")
         self.wake()
 
     def _retry_later(self, row: OutboxRow, rc: ReasonCode) -> None:
-        """Keep a row the broker did not take for good, and send it again after a delay."""
+        """Send a row the broker did not take for good (RETRY_WAIT) again after a delay."""
         self.retries += 1
         first = (row.device, row.stream, rc.value) not in self._retry_logged
         self._retry_logged.add((row.device, row.stream, rc.value))
@@ -187,20 +193,19 @@ class Publisher:
                 "device=%s stream=%s seq=%d: broker answered %s (0x%02x) on %s; the reading is "
                 "kept and sent again%s", row.device, row.stream, row.seq, rc, rc.value, row.topic,
                 hint)
-        self._later.append(row.id)
         if self._later_timer is None:
             delay = self._later_backoff.next_delay()
             self._later_timer = asyncio.get_running_loop().call_later(delay, self._release_later)
 
     def _release_later(self) -> None:
         self._later_timer = None
-        self._retry.extend(self._later)
-        self._later.clear()
+        self.rows.move_all(RowState.RETRY_WAIT, RowEvent.RETRY_DUE)
         self.wake()
 
-    def _quarantine(self, row: OutboxRow, reason: str) -> None:
+    def _quarantine(self, row: OutboxRow, event: RowEvent, reason: str,
+                    at_rest: RowState = RowState.STORED) -> None:
+        self.rows.move(row.id, event, at_rest, reason)
         kind = reason.split(":", maxsplit=1)[0]
-        self.quarantined.append((row.id, reason))
         first = (row.device, row.stream, kind) not in self._quarantine_logged
         self._quarantine_logged.add((row.device, row.stream, kind))
         log.log(logging.WARNING if first else logging.DEBUG,
@@ -209,16 +214,26 @@ class Publisher:
                 "; further ones of this stream are counted in `status`" if first else "")
 
     def take_settled(self) -> tuple[list[int], list[tuple[int, str]], list[int]]:
-        """Rows acknowledged, rows quarantined, and acknowledged rows that wait for a
-        confirmation, since the last call."""
-        acked, quarantined, held = self.acked, self.quarantined, self.held
-        self.acked, self.quarantined, self.held = [], [], []
-        return acked, quarantined, held
+        """What the next group commit writes: rows acknowledged, rows quarantined (with the
+        reason), and acknowledged rows that wait for a confirmation. They stay settled until
+        `committed` says a commit wrote them, so a failed commit loses none."""
+        return self.rows.settled()
+
+    def committed(self, acked: list[int], quarantined: list[tuple[int, str]],
+                  held: list[int]) -> None:
+        """A group commit wrote what `take_settled` gave."""
+        self.rows.committed(acked, quarantined, held)
 
     def resend(self, row_ids: list[int]) -> None:
-        """Send stored rows again (their confirmation is overdue)."""
-        self._retry.extend(row_ids)
+        """Send rows the store holds as HELD again (their confirmation is overdue)."""
+        for row_id in row_ids:
+            self.rows.move(row_id, RowEvent.CONFIRMATION_OVERDUE, RowState.HELD)
         self.wake()
+
+    @property
+    def acked(self) -> list[int]:
+        """Rows acknowledged, to be deleted at the next group commit."""
+        return self.rows.ids(RowState.ACKED)
 
     @property
     def in_flight(self) -> int:

@@ -35,7 +35,8 @@ from gateway.edge.snapshot import GatewaySnapshot
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
-from gateway.store.outbox import Confirmations, Outbox
+from gateway.store.confirmations import Confirmations
+from gateway.store.outbox import Outbox
 from gateway.store.space import DiskFullError
 
 log = logging.getLogger("gateway")
@@ -135,16 +136,14 @@ class Gateway:
             result = self.outbox.commit(pending, acked, quarantined, drops, confirmations)
         except (sqlite3.Error, ValueError) as exc:
             # Nothing was written: the readings are counted, everything else waits for the
-            # next commit (an ack kept is at worst a row sent again, never a row lost).
+            # next commit (an ack kept is at worst a row sent again, never a row lost). The
+            # publisher's settled rows stay settled until a commit writes them.
             disk_full = isinstance(exc, DiskFullError)
             reason = "disk_full" if disk_full else "store_error"
             self.commit_failures += 1
             for r in pending:
                 self.intake.drop(reason, r.device, r.stream)
-            self.publisher.acked.extend(acked)
-            self.publisher.quarantined.extend(quarantined)
             if confirmations is not None and self.tracker is not None:
-                self.publisher.held.extend(confirmations.held)
                 self.tracker.restore(confirmations.marks)
             for key, n in drops.items():
                 self.intake.drops[key] += n
@@ -155,6 +154,11 @@ class Gateway:
                 log.error("store %s: commit failed (%s); %d readings dropped and counted",
                           self.outbox.path, exc, len(pending))
             return
+        # The overdue rows first: one this commit both held and found overdue is sent
+        # again rather than let go as held (gateway/core/outbox_states.py).
+        if resend:
+            self.publisher.resend(resend)
+        self.publisher.committed(acked, quarantined, held)
         self.stored += result.stored
         self.intake.dropped_total += result.refused + result.disk_full
         if result.refused and not self._store_full:
@@ -166,8 +170,6 @@ class Gateway:
             self._store_full = False
             log.info("store %s has room again (%d bytes, max %d): storing new durable readings",
                      self.outbox.path, self.outbox.bytes_used, self.outbox.max_bytes)
-        if resend:
-            self.publisher.resend(resend)
         if result.stored:
             self.publisher.wake()
 

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from gateway.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from gateway.store.outbox import Confirmations, NewReading, Outbox, OutboxRow
+    from gateway.store.confirmations import Confirmations
+    from gateway.store.outbox import NewReading, Outbox, OutboxRow
     from gateway.store.schema import DropKey
     from gateway.store.space import DiskFullError
     from gateway.store.sql import StoreError
@@ -26,7 +27,8 @@ __all__ = [
 # see the imports above instead, so that a name not exported is an error.
 if not TYPE_CHECKING:
     __getattr__ = lazy_exports(__name__, {
-        "gateway.store.outbox": ("Confirmations", "NewReading", "Outbox", "OutboxRow"),
+        "gateway.store.confirmations": ("Confirmations",),
+        "gateway.store.outbox": ("NewReading", "Outbox", "OutboxRow"),
         "gateway.store.schema": ("DropKey",),
         "gateway.store.space": ("DiskFullError",),
         "gateway.store.sql": ("StoreError",),

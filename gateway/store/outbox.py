@@ -2,19 +2,20 @@
 
 One `Outbox` belongs to the running gateway's event loop. `commit()` is the
 group commit: in one transaction it gives new durable readings their seq
-(docs/contracts.md, "Reading identity"), stores them, deletes the rows the broker acknowledged,
-moves rejected rows to quarantine and adds drop counts. A row leaves
-`outbox` only through an acknowledgement or quarantine. A seq is taken for
-good only when its transaction commits: a failed commit hands out nothing.
+(docs/contracts.md, "Reading identity"), stores them, deletes the rows the broker
+acknowledged, moves rejected rows to quarantine and adds drop counts. A row
+leaves `outbox` only through an acknowledgement, a confirmation or
+quarantine (its life: `gateway.core.outbox_states`). A seq is taken for good
+only when its transaction commits: a failed commit hands out nothing.
 
 Size policy: when the live pages of the store reach `max_bytes`, new durable
 readings are refused and counted as `store_full`; stored readings are never
 evicted to make room.
 
-Elsewhere: opening and checking the file, `store_open.py`; disk full (the
-reserve, the disk-full state, checkpoints), `store_space.py`; a corrupt
-store (moved aside, salvaged), `store_recovery.py`; the tables,
-`store_schema.py`; transactions and meta, `store_sql.py`.
+Elsewhere: opening and checking the file, `opening.py`; disk full (the
+reserve, the disk-full state, checkpoints), `space.py`; a corrupt store
+(moved aside, salvaged), `recovery.py`; end-to-end confirmation's SQL,
+`confirmations.py`; the tables, `schema.py`; transactions and meta, `sql.py`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.core.envelope import MAX_SEQ, Envelope, encode
 from gateway.core.identity import SequenceCounters, StreamKey, new_epoch
+from gateway.store.confirmations import (
+    Confirmations,
+    due_for_resend,
+    held_before,
+    oldest_held,
+    settle,
+)
 from gateway.store.opening import open_file
 from gateway.store.recovery import salvage
 from gateway.store.schema import DropKey
@@ -40,7 +48,8 @@ from gateway.store.sql import StoreError, get_meta, set_meta, transaction
 
 log = logging.getLogger("gateway.store")
 
-_SELECT_ROWS = "SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox"
+_SELECT_ROWS = ("SELECT id, device, stream, seq, qos, topic, payload, confirm, acked_at IS NOT NULL "
+                "FROM outbox")
 _UPSERT_SEQUENCE = (
     "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
@@ -61,26 +70,10 @@ class NewReading:
     confirm: bool = False
 
 
-@dataclass(frozen=True)
-class Confirmations:
-    """What the consumer's end-to-end confirmations settle in one commit.
-
-    `held`: rows the broker acknowledged that now wait for a confirmation;
-    `marks`: (epoch, device, stream, first, last) seqs the consumer has
-    committed; `resend`: held rows whose confirmation is overdue.
-    """
-
-    held: list[int] = field(default_factory=list)
-    marks: list[tuple[str, str, str, int, int]] = field(default_factory=list)
-    resend: list[int] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.held or self.marks or self.resend)
-
-
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """A stored reading as the publisher sends it."""
+    """A stored reading as the publisher sends it; `held`: `acked_at` is set (it waits for a
+    confirmation, see `gateway.core.outbox_states`)."""
 
     id: int
     device: str
@@ -90,6 +83,7 @@ class OutboxRow:
     topic: str
     payload: bytes
     confirm: bool
+    held: bool
 
 
 @dataclass(frozen=True)
@@ -121,7 +115,7 @@ class Outbox:
         self.recovered = 0  # times a corrupt store was moved aside (meta store_recovered)
         self._unsaved: dict[StreamKey, int] = {}  # counters whose commit failed, to write again
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        # Checkpoints small enough for the reserve to cover (see store_space.py).
+        # Checkpoints small enough for the reserve to cover (see space.py).
         conn.execute(f"PRAGMA wal_autocheckpoint={max(16, WAL_CHECKPOINT_BYTES // self._page_size)}")
         self.bytes_used = self._live_bytes()
 
@@ -148,7 +142,7 @@ class Outbox:
         The epoch of the previous run continues only when that run stopped
         cleanly; otherwise a new epoch starts. Either way the store is marked
         "running" with a fully synced commit before any seq is handed out.
-        A corrupt store is moved aside and salvaged (see store_recovery.py).
+        A corrupt store is moved aside and salvaged (see recovery.py).
 
         Raises:
             StoreError: the file or its directory cannot be used.
@@ -263,7 +257,7 @@ class Outbox:
             if deleted:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deleted])
             if confirmations:
-                self._settle(confirmations)
+                settle(conn, confirmations)
             if seqs:
                 conn.executemany(_UPSERT_SEQUENCE,
                                  [(self.epoch, d, s, seq) for (d, s), seq in seqs.items()])
@@ -280,41 +274,17 @@ class Outbox:
         if last:
             self.counters.take_dirty()  # just written, in this transaction
 
-    def _settle(self, c: Confirmations) -> None:
-        """Apply confirmations, inside the caller's transaction."""
-        conn = self._conn
-        if c.held:
-            now = time.time()
-            conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?",
-                             [(now, i) for i in c.held])
-        if c.resend:
-            conn.executemany("UPDATE outbox SET acked_at = NULL, resends = resends + 1 "
-                             "WHERE id = ?", [(i,) for i in c.resend])
-        if c.marks:
-            conn.executemany("DELETE FROM outbox WHERE confirm = 1 AND epoch = ? AND device = ? "
-                             "AND stream = ? AND seq BETWEEN ? AND ?", c.marks)
-
     def due_for_resend(self, now: float, timeout: float, limit: int) -> list[int]:
-        """Held rows whose confirmation is overdue (the wait doubles per resend, up to 32x)."""
-        cursor = self._conn.execute(
-            # `acked_at < now - timeout` lets SQLite use the partial index of held rows.
-            "SELECT id FROM outbox WHERE acked_at < ? AND confirm = 1 "
-            "AND acked_at + ? * (1 << min(resends, 5)) < ? LIMIT ?",
-            (now - timeout, timeout, now, limit))
-        return [row_id for (row_id,) in cursor]
+        """Held rows whose confirmation is overdue (see confirmations.py)."""
+        return due_for_resend(self._conn, now, timeout, limit)
 
     def held_before(self, acked_before: float, limit: int) -> list[int]:
-        """Held rows the broker acknowledged before a wall-clock time, oldest first."""
-        cursor = self._conn.execute(
-            "SELECT id FROM outbox WHERE acked_at < ? AND confirm = 1 ORDER BY acked_at LIMIT ?",
-            (acked_before, limit))
-        return [row_id for (row_id,) in cursor]
+        """Held rows acknowledged before a wall-clock time, oldest first (confirmations.py)."""
+        return held_before(self._conn, acked_before, limit)
 
     def oldest_held(self) -> float | None:
-        """When the broker acknowledged the oldest row that waits for a confirmation."""
-        row = self._conn.execute("SELECT min(acked_at) FROM outbox WHERE acked_at IS NOT NULL"
-                                 ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        """When the oldest row that waits for a confirmation was acknowledged."""
+        return oldest_held(self._conn)
 
     def issued(self, epoch: str, device: str, stream: str) -> int | None:
         """The last seq handed out for a stream in an epoch, or None for an unknown one."""

@@ -1,7 +1,7 @@
 """The gateway's group commit on a real full disk (a tmpfs): what it drops, counts and keeps.
 
 `Gateway.commit` is driven by hand (no broker, no event loop): readings go in
-through the intake, acknowledgements through the publisher's settled lists.
+through the intake, acknowledgements through the publisher's ledger of row states.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from devices.registry import DRIVERS
 from gateway.config.gateway_config import GatewayConfig, load_gateway_config
+from gateway.core.outbox_states import RowEvent
 from gateway.edge.service import Gateway
 from gateway.store.outbox import NewReading, Outbox
 from tests.adapters.test_store import query
@@ -75,7 +76,9 @@ def test_a_commit_with_no_room_counts_its_readings_as_disk_full_and_keeps_the_ac
         disk.fill()  # no room, no reserve: not even the deletes fit
         for r in readings(6):
             gateway.intake.accept(r)
-        gateway.publisher.acked.extend(ids)
+        for row_id in ids:  # sent and acknowledged: deleted at the next commit
+            gateway.publisher.rows.move(row_id, RowEvent.SEND)
+            gateway.publisher.rows.move(row_id, RowEvent.ACK_DELIVERED)
         gateway.commit()
         assert gateway.commit_failures == 1
         assert box.disk_full

@@ -78,8 +78,9 @@ def ack(pub: Publisher, link: RecordingLink, count: int, box: Outbox) -> None:
     for mid in in_flight:
         pub._on_publish(mid, ReasonCode(PacketTypes.PUBACK))
         link.acked.add(mid)
-    settled, quarantined, _held = pub.take_settled()
+    settled, quarantined, held = pub.take_settled()
     box.commit([], settled, quarantined, Counter())
+    pub.committed(settled, quarantined, held)
     pub._fill_window()
 
 

@@ -1,0 +1,73 @@
+"""What end-to-end confirmation does to stored rows, in SQL.
+
+A row that waits for the consumer's confirmation is HELD
+(`gateway.core.outbox_states`): the store marks it by `acked_at`, the time
+the group commit wrote its broker acknowledgement. `settle` runs inside the
+group commit's transaction (`Outbox.commit`) and applies, in this order:
+COMMITTED for the rows that became HELD (`acked_at` set),
+CONFIRMATION_OVERDUE for held rows sent again (`acked_at` cleared,
+`resends` counted) and CONFIRMED for the consumer's committed seq ranges
+(deleted, whatever state the publisher has them in). `due_for_resend` finds
+the held rows whose confirmation is overdue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Confirmations:
+    """What the consumer's end-to-end confirmations settle in one commit.
+
+    `held`: rows the broker acknowledged that now wait for a confirmation;
+    `marks`: (epoch, device, stream, first, last) seqs the consumer has
+    committed; `resend`: held rows whose confirmation is overdue.
+    """
+
+    held: list[int] = field(default_factory=list)
+    marks: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    resend: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.held or self.marks or self.resend)
+
+
+def settle(conn: sqlite3.Connection, c: Confirmations) -> None:
+    """Apply confirmations, inside the caller's transaction."""
+    if c.held:
+        now = time.time()
+        conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?", [(now, i) for i in c.held])
+    if c.resend:
+        conn.executemany("UPDATE outbox SET acked_at = NULL, resends = resends + 1 WHERE id = ?",
+                         [(i,) for i in c.resend])
+    if c.marks:
+        conn.executemany("DELETE FROM outbox WHERE confirm = 1 AND epoch = ? AND device = ? "
+                         "AND stream = ? AND seq BETWEEN ? AND ?", c.marks)
+
+
+def due_for_resend(conn: sqlite3.Connection, now: float, timeout: float,
+                   limit: int) -> list[int]:
+    """Held rows whose confirmation is overdue (the wait doubles per resend, up to 32x)."""
+    cursor = conn.execute(
+        # `acked_at < now - timeout` lets SQLite use the partial index of held rows.
+        "SELECT id FROM outbox WHERE acked_at < ? AND confirm = 1 "
+        "AND acked_at + ? * (1 << min(resends, 5)) < ? LIMIT ?",
+        (now - timeout, timeout, now, limit))
+    return [row_id for (row_id,) in cursor]
+
+
+def held_before(conn: sqlite3.Connection, acked_before: float, limit: int) -> list[int]:
+    """Held rows the broker acknowledged before a wall-clock time, oldest first."""
+    cursor = conn.execute(
+        "SELECT id FROM outbox WHERE acked_at < ? AND confirm = 1 ORDER BY acked_at LIMIT ?",
+        (acked_before, limit))
+    return [row_id for (row_id,) in cursor]
+
+
+def oldest_held(conn: sqlite3.Connection) -> float | None:
+    """When the broker acknowledged the oldest row that waits for a confirmation."""
+    row = conn.execute("SELECT min(acked_at) FROM outbox WHERE acked_at IS NOT NULL").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
