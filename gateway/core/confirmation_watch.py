@@ -8,8 +8,11 @@ need more than the per-row resend timer:
   rows the broker took while nobody subscribed (mosquitto drops QoS 2 messages
   without a subscriber; a broker restarted without persistence forgot them).
   The first confirmation after a quiet spell (`sweep_quiet`, and at the first
-  one of a run) starts a sweep: every row acknowledged more than `sweep_age`
-  before it is sent again at once, instead of waiting out its timer.
+  one of a run) arms a sweep: `SWEEP_DELAY` later (time for the confirmations
+  of rows already on their way to arrive), every row the broker acknowledged
+  before that first confirmation and still unconfirmed is sent again at once,
+  instead of waiting out its timer. At worst a row the consumer was slow to
+  confirm goes twice on the wire; the consumer drops the copy.
 - With no consumer at all, resending every row on its doubling timer would
   fill a metered link for nothing. Once no confirmation has come for
   `absent_after` while acknowledged rows wait, the watch says the consumer is
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from gateway.core.backoff import Backoff
 
 SWEEP_QUIET = 10.0
-SWEEP_AGE = 5.0
+SWEEP_DELAY = 3.0
 ABSENT_AFTER = 120.0
 PROBE_ROWS = 10
 PROBE_CAP = 600.0
@@ -44,7 +47,8 @@ class ConfirmationWatch:
     probe_rows: int = PROBE_ROWS
     last_mark: float | None = None
     absent: bool = False
-    sweep_pending: bool = False
+    sweep_at: float | None = None  # when the armed sweep runs
+    sweep_cutoff: float = 0.0  # it resends rows acknowledged before this (monotonic)
     _next_probe: float = 0.0
     _probe: Backoff = field(init=False)
 
@@ -54,8 +58,9 @@ class ConfirmationWatch:
     def marked(self, now: float) -> bool:
         """A trusted confirmation arrived; True when the consumer was absent until now."""
         quiet = now - (self.last_mark if self.last_mark is not None else self.started)
-        if self.last_mark is None or quiet >= self.sweep_quiet:
-            self.sweep_pending = True
+        if (self.last_mark is None or quiet >= self.sweep_quiet) and self.sweep_at is None:
+            self.sweep_at = now + SWEEP_DELAY
+            self.sweep_cutoff = now
         self.last_mark = now
         was_absent, self.absent = self.absent, False
         self._probe.reset()
@@ -86,7 +91,13 @@ class ConfirmationWatch:
         self._next_probe = now + self._probe.next_delay()
         return min(batch, self.probe_rows)
 
-    def take_sweep(self) -> bool:
-        """True once after a confirmation that starts a sweep."""
-        pending, self.sweep_pending = self.sweep_pending, False
-        return pending
+    def take_sweep(self, now: float) -> float | None:
+        """The cutoff (monotonic) of a sweep that is due now, once; None when none is."""
+        if self.sweep_at is None or now < self.sweep_at:
+            return None
+        self.sweep_at = None
+        return self.sweep_cutoff
+
+    def more_to_sweep(self, cutoff: float) -> None:
+        """The sweep found a full batch: the rest goes at the next look."""
+        self.sweep_at, self.sweep_cutoff = 0.0, cutoff

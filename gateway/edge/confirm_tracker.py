@@ -23,7 +23,7 @@ from collections import Counter
 import paho.mqtt.client as mqtt
 
 from gateway.core.confirmation import Mark, confirm_topic, decode_marks, trusted_range
-from gateway.core.confirmation_watch import SWEEP_AGE, ConfirmationWatch
+from gateway.core.confirmation_watch import ConfirmationWatch
 from gateway.mqtt.link import MqttLink
 from gateway.store.confirmations import Confirmations
 from gateway.store.outbox import Outbox
@@ -96,23 +96,34 @@ class ConfirmationTracker:
         self._marks[:0] = marks
 
     def take(self, held: list[int]) -> tuple[Confirmations, list[int]]:
-        """What the next commit settles, and the rows to send again now (looked for at
-        most every RESEND_SCAN_EVERY seconds)."""
-        resend: list[int] = []
+        """What the next commit settles, and the rows to send again now: a sweep's, or the
+        overdue ones (looked for at most every RESEND_SCAN_EVERY seconds)."""
         now = time.monotonic()
-        if self.watch.take_sweep():
-            resend = self.outbox.held_before(time.time() - SWEEP_AGE, RESEND_BATCH)
-            if len(resend) == RESEND_BATCH:
-                self.watch.sweep_pending = True  # more to sweep at the next commit
-        elif now - self._scanned_at >= RESEND_SCAN_EVERY:
-            self._scanned_at = now
-            resend = self._overdue(now)
-        if resend:
-            self.resent += len(resend)
-            log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
-                     "sending them again", len(resend), self.timeout)
+        resend = self._swept(now)
+        if resend is None:
+            resend = []
+            if now - self._scanned_at >= RESEND_SCAN_EVERY:
+                self._scanned_at = now
+                resend = self._overdue(now)
+            if resend:
+                log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
+                         "sending them again", len(resend), self.timeout)
+        self.resent += len(resend)
         marks, self._marks = self._marks, []
         return Confirmations(held, marks, resend), resend
+
+    def _swept(self, now: float) -> list[int] | None:
+        """The rows of a sweep that is due (see ConfirmationWatch), or None."""
+        cutoff = self.watch.take_sweep(now)
+        if cutoff is None:
+            return None
+        resend = self.outbox.held_before(time.time() - (now - cutoff), RESEND_BATCH)
+        if len(resend) == RESEND_BATCH:
+            self.watch.more_to_sweep(cutoff)
+        if resend:
+            log.info("a consumer confirms: %d readings the broker took before it did and that "
+                     "are still unconfirmed are sent again", len(resend))
+        return resend
 
     def _overdue(self, now: float) -> list[int]:
         """Held rows to send again now: all overdue ones, or a probe while none confirms."""
