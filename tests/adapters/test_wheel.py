@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from gateway import __version__
 from gateway.core.extras import EXTRAS
 from gateway.ops.install import CONFIGS, DOC_DIR, SYSUSERS, UNITS
 from tests.support.procs import REPO
@@ -90,7 +91,7 @@ def test_the_sdist_and_the_wheel_carry_units_configs_and_docs(built: Built) -> N
         assert name in in_sdist, name
         assert f"gateway/ops/shipped/{name}" in in_wheel, name
     assert {"setup.py", "MANIFEST.in", "pyproject.toml"} <= in_sdist
-    assert "mqtt_gateway-0.3.0.dist-info/licenses/LICENSE" in in_wheel
+    assert f"mqtt_gateway-{__version__}.dist-info/licenses/LICENSE" in in_wheel
     assert not any(name.startswith(("tests/", "bench/")) for name in in_wheel)
 
 
