@@ -181,18 +181,7 @@ def test_broker_restart_without_persistence_holds_readings_until_the_consumer_is
     lost, each one a consumer gap. The default, end-to-end confirmation, loses
     none (tests/integration/test_start_order.py)."""
     rig = rig_factory(broker_persistent=False, tap=False, gateway_extra="confirmation: broker\n")
-    rig.start_consumer()
-    rig.start_gateway()
-    rig.send(100)
-    rig.wait_delivered()
-    assert rig.consumer.terminate() == 0
-    rig.broker.kill()
-    rig.send(100)
-    rig.wait_stored()
-    rig.restart_broker()
-    rig.gateway.wait_log(r"No matching subscribers \(0x10\)", timeout=40)
-    rig.start_consumer()
-    rig.send(100)
+    rig.restart_broker_while_consumer_away()
     wait_for(lambda: set(rig.values("alo")) >= set(rig.sent), timeout=60,
              what="every at-least-once reading, the held ones included")
     wait_for(lambda: set(rig.values("eo")) >= set(range(201, 301)), timeout=20,

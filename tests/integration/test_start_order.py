@@ -55,18 +55,7 @@ def test_consumer_first(rig_factory: type[Rig]) -> None:
 def test_broker_restart_without_persistence_while_the_consumer_is_away(
         rig_factory: type[Rig]) -> None:
     rig = rig_factory(broker_persistent=False, tap=False)
-    rig.start_consumer()
-    rig.start_gateway()
-    rig.send(100)
-    rig.wait_delivered()
-    assert rig.consumer.terminate() == 0
-    rig.broker.kill()
-    rig.send(100)
-    rig.wait_stored()
-    rig.restart_broker()
-    rig.gateway.wait_log(r"No matching subscribers \(0x10\)", timeout=40)
-    rig.start_consumer()
-    rig.send(100)
+    rig.restart_broker_while_consumer_away()
     rig.wait_delivered(timeout=DELIVERY)
     table = rig.report("broker restarted without persistence, consumer away meanwhile")
     assert_durable_exact(table)

@@ -166,6 +166,23 @@ summary_interval: 1s
         """Start the broker again on the same port."""
         self.broker.start()
 
+    def restart_broker_while_consumer_away(self) -> None:
+        """100 lines delivered; the consumer stops and the broker is SIGKILLed; 100 lines
+        stored meanwhile; the broker restarts (remembering only what its persistence
+        kept) and answers 0x10 until the consumer is back; then 100 more lines."""
+        self.start_consumer()
+        self.start_gateway()
+        self.send(100)
+        self.wait_delivered()
+        assert self.consumer.terminate() == 0
+        self.broker.kill()
+        self.send(100)
+        self.wait_stored()
+        self.restart_broker()
+        self.gateway.wait_log(r"No matching subscribers \(0x10\)", timeout=40)
+        self.start_consumer()
+        self.send(100)
+
     def unplug_device(self) -> None:
         """Pull the serial device: its stable name goes first (as udev removes
         /dev/serial/by-id/...), then the pty closes. A symlink left dangling at
