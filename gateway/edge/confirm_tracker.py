@@ -46,6 +46,7 @@ class ConfirmationTracker:
         self._marks: list[tuple[str, str, str, int, int]] = []
         self.accepted = 0
         self.ignored: Counter[str] = Counter()
+        self.ignored_total = 0  # the sum of `ignored`, for the metrics thread
         self.resent = 0
         link.on_message = self.on_message
 
@@ -83,6 +84,7 @@ class ConfirmationTracker:
     def _ignore(self, reason: str, detail: str) -> None:
         first = reason not in self.ignored
         self.ignored[reason] += 1
+        self.ignored_total += 1
         log.log(logging.WARNING if first else logging.DEBUG,
                 "ignored a confirmation on %s: %s: %s%s", self.topic, reason, detail,
                 " (further ones are counted)" if first else "")
@@ -107,8 +109,19 @@ class ConfirmationTracker:
             self.resent += len(resend)
             log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
                      "sending them again", len(resend), self.timeout)
+        self._note_unacked()
         marks, self._marks = self._marks, []
         return Confirmations(held, marks, resend), resend
+
+    def _note_unacked(self) -> None:
+        """Count (and log once) marks of the last commits that covered rows the broker has
+        not acknowledged: a forged confirmation, or a genuine one that overtook a PUBACK."""
+        new = self.outbox.marks_unacked - self.ignored["confirm_not_acked"]
+        if new > 0:
+            self._ignore("confirm_not_acked", f"{new} marks covered readings the broker has "
+                         "not acknowledged; those readings stay stored")
+            self.ignored["confirm_not_acked"] += new - 1
+            self.ignored_total += new - 1
 
     def _overdue(self, now: float) -> list[int]:
         """Held rows to send again now: all overdue ones, or a probe while none confirms."""
@@ -128,6 +141,7 @@ class ConfirmationTracker:
         """What `status` shows of the confirmations (the runtime snapshot)."""
         now = time.monotonic()
         return {"confirmations_accepted": self.accepted,
+                "readings_confirmed": self.outbox.confirmed,
                 "confirmations_ignored": dict(self.ignored),
                 "resent_unconfirmed": self.resent,
                 "confirmation_silent_s": round(self.watch.silent_for(now), 1),

@@ -198,7 +198,8 @@ class Gateway:
             at_most_once_sent=self.publisher.sent_volatile,
             at_most_once_queued=len(self.intake.volatile), in_flight=self.publisher.in_flight,
             broker_connected=self.broker_up, connections=self.link.connections,
-            store_bytes=self.outbox.bytes_used)
+            store_bytes=self.outbox.bytes_used, confirmed=self.outbox.confirmed,
+            confirmations_ignored=self.tracker.ignored_total if self.tracker else 0)
 
     def runtime_snapshot(self) -> dict[str, Any]:
         """What `status` shows about the running process."""

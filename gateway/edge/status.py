@@ -173,7 +173,8 @@ def render_status(report: dict[str, Any]) -> str:
         if "confirmations_accepted" in runtime:
             ignored = sum(runtime["confirmations_ignored"].values())
             lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "
-                         f"accepted, {ignored} ignored, {runtime['resent_unconfirmed']} "
+                         f"accepted, {runtime.get('readings_confirmed', 0)} readings confirmed, "
+                         f"{ignored} ignored, {runtime['resent_unconfirmed']} "
                          "readings resent for want of one")
             if runtime.get("consumer_absent"):
                 lines.append(f"NO CONSUMER IS CONFIRMING (silent for "

@@ -41,6 +41,7 @@ from gateway.store.sql import StoreError, get_meta, set_meta, transaction
 log = logging.getLogger("gateway.store")
 
 _SELECT_ROWS = "SELECT id, device, stream, seq, qos, topic, payload, confirm FROM outbox"
+_MARKED = "confirm = 1 AND epoch = ? AND device = ? AND stream = ? AND seq BETWEEN ? AND ?"
 _UPSERT_SEQUENCE = (
     "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
@@ -119,6 +120,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self.disk = DiskSpace(conn, path, reserve or Reserve(reserve_path(path)), clock)
         self.recovered = 0  # times a corrupt store was moved aside (meta store_recovered)
+        self.confirmed = 0  # rows deleted by the consumer's confirmations (this run)
+        self.marks_unacked = 0  # marks covering rows the broker had not acknowledged
         self._unsaved: dict[StreamKey, int] = {}  # counters whose commit failed, to write again
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         # Checkpoints small enough for the reserve to cover (see store_space.py).
@@ -262,8 +265,7 @@ class Outbox:
                 )
             if deleted:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deleted])
-            if confirmations:
-                self._settle(confirmations)
+            settled = self._settle(confirmations) if confirmations else (0, 0)
             if seqs:
                 conn.executemany(_UPSERT_SEQUENCE,
                                  [(self.epoch, d, s, seq) for (d, s), seq in seqs.items()])
@@ -274,15 +276,18 @@ class Outbox:
                     [(*key, n) for key, n in drops.items()],
                 )
         self._unsaved.clear()
+        self.confirmed += settled[0]
+        self.marks_unacked += settled[1]
         for key, seq in last.items():
             while self.counters.last(key) < seq:
                 self.counters.next(key)
         if last:
             self.counters.take_dirty()  # just written, in this transaction
 
-    def _settle(self, c: Confirmations) -> None:
-        """Apply confirmations, inside the caller's transaction."""
-        conn = self._conn
+    def _settle(self, c: Confirmations) -> tuple[int, int]:
+        """Apply confirmations, inside the caller's transaction: (rows confirmed, marks
+        that covered rows the broker had not acknowledged)."""
+        conn, confirmed, unacked = self._conn, 0, 0
         if c.held:
             now = time.time()
             conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?",
@@ -290,9 +295,18 @@ class Outbox:
         if c.resend:
             conn.executemany("UPDATE outbox SET acked_at = NULL, resends = resends + 1 "
                              "WHERE id = ?", [(i,) for i in c.resend])
-        if c.marks:
-            conn.executemany("DELETE FROM outbox WHERE confirm = 1 AND epoch = ? AND device = ? "
-                             "AND stream = ? AND seq BETWEEN ? AND ?", c.marks)
+        # A mark deletes only rows the broker acknowledged: a forged confirmation cannot
+        # delete a reading the broker never took. A genuine mark that overtook the PUBACK
+        # of its row leaves that row held; it is sent again after its timeout and
+        # confirmed again, which costs one resend.
+        for mark in c.marks:
+            deleted = conn.execute(f"DELETE FROM outbox WHERE {_MARKED} AND acked_at IS NOT NULL",
+                                   mark).rowcount
+            confirmed += deleted
+            if conn.execute(f"SELECT 1 FROM outbox WHERE {_MARKED} AND acked_at IS NULL LIMIT 1",
+                            mark).fetchone() is not None:
+                unacked += 1
+        return confirmed, unacked
 
     def due_for_resend(self, now: float, timeout: float, limit: int) -> list[int]:
         """Held rows whose confirmation is overdue (the wait doubles per resend, up to 32x)."""

@@ -1,0 +1,50 @@
+"""Hostile and broken input end to end: forged confirmations, a destroyed store, a YAML
+bomb. Every part is real (mosquitto, the gateway process, its SQLite store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.core.confirmation import Mark, encode_marks
+from tests.integration.test_delivery import publish_all, status_runtime
+from tests.support.rig import Rig
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _count(rig: Rig, sql: str) -> int:
+    rows = rig.store_query(sql)
+    return int(str(rows[0][0])) if rows else -1
+
+
+def test_forged_confirmation_with_no_subscriber_deletes_nothing(rig_factory: type[Rig]) -> None:
+    """No subscriber: mosquitto answers QoS 1 with 0x10, so no `alo` row is broker-
+    acknowledged, and a confirmation covering every issued seq must leave them all stored.
+    The `eo` rows (QoS 2, which mosquitto completes) are acknowledged: the same message
+    settles those, and what it settles is counted."""
+    rig = rig_factory(tap=False, gateway_extra="confirmation_timeout: 60s\n")
+    rig.start_gateway()
+    rig.gateway.wait_log(r"connected to broker")
+    rig.send(20)
+    rig.wait_stored()
+    alo = "SELECT count(*) FROM outbox WHERE stream = 'alo'"
+    held = "SELECT count(*) FROM outbox WHERE stream = 'eo' AND acked_at IS NOT NULL"
+    wait_for(lambda: _count(rig, held) == 20, timeout=15, what="20 eo rows broker-acknowledged")
+    assert _count(rig, alo) == 20
+    assert _count(rig, alo + " AND acked_at IS NOT NULL") == 0
+    rig.gateway.wait_log(r"stream=alo seq=\d+: broker answered .*0x10")
+    epoch = str(rig.store_query("SELECT value FROM meta WHERE key = 'epoch'")[0][0])
+    forged = encode_marks(rig.gateway_id, [Mark(epoch, "dev", "alo", 1, 20),
+                                           Mark(epoch, "dev", "eo", 1, 20)])
+    publish_all(rig.broker.port, f"gw/{rig.gateway_id}/_confirm", [forged])
+    runtime = status_runtime(
+        rig, lambda r: r["confirmations_ignored"].get("confirm_not_acked", 0) >= 1
+        and r["readings_confirmed"] >= 20)
+    print(f"forged marks: {runtime['confirmations_ignored']}, confirmed "
+          f"{runtime['readings_confirmed']}, alo backlog {_count(rig, alo)}")
+    assert runtime["confirmations_ignored"] == {"confirm_not_acked": 1}, runtime
+    assert runtime["readings_confirmed"] == 20
+    assert _count(rig, alo) == 20
+    rig.gateway.wait_log(r"confirm_not_acked: 1 marks covered readings")
+    assert "Traceback" not in rig.gateway.log_text()
