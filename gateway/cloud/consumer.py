@@ -32,7 +32,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.confirmation import (
     Mark,
     confirm_topic,
-    encode_marks,
+    encode_confirmations,
     is_confirm_topic,
     prefix_of,
     ranges,
@@ -183,8 +183,9 @@ class Consumer:
             marks = [Mark(epoch, device, stream, first, last)
                      for (epoch, device, stream), found in sorted(streams.items())
                      for first, last in ranges(found)]
-            if self.link.publish(confirm_topic(prefix), encode_marks(gateway, marks), 1) is not None:
-                self.confirmations_sent += 1
+            for payload in encode_confirmations(gateway, marks):
+                if self.link.publish(confirm_topic(prefix), payload, 1) is not None:
+                    self.confirmations_sent += 1
 
     def _note_reject(self, topic: str, reason: Undecodable) -> None:
         if reason.reason not in self._reasons_seen:

@@ -19,7 +19,13 @@ from collections import Counter
 
 import paho.mqtt.client as mqtt
 
-from gateway.core.confirmation import Mark, confirm_topic, decode_marks, trusted_range
+from gateway.core.confirmation import (
+    Mark,
+    Undecodable,
+    confirm_topic,
+    decode_marks,
+    trusted_range,
+)
 from gateway.core.confirmation_watch import SWEEP_AGE, ConfirmationWatch
 from gateway.mqtt.link import MqttLink
 from gateway.store.outbox import Confirmations, Outbox
@@ -57,8 +63,8 @@ class ConfirmationTracker:
     def on_message(self, message: mqtt.MQTTMessage) -> None:
         """Check one confirmation message and keep its trustworthy marks."""
         decoded = decode_marks(bytes(message.payload))
-        if isinstance(decoded, str):
-            self._ignore("confirm_undecodable", f"topic {message.topic}: {decoded}")
+        if isinstance(decoded, Undecodable):
+            self._ignore(decoded.reason, f"topic {message.topic}: {decoded.detail}")
             return
         gateway, marks = decoded
         if gateway != self.outbox.gateway_id:

@@ -48,3 +48,29 @@ def test_forged_confirmation_with_no_subscriber_deletes_nothing(rig_factory: typ
     assert _count(rig, alo) == 20
     rig.gateway.wait_log(r"confirm_not_acked: 1 marks covered readings")
     assert "Traceback" not in rig.gateway.log_text()
+
+
+def test_oversized_confirmations_are_refused_and_counted(rig_factory: type[Rig]) -> None:
+    """A 700 kB confirmation and one with 1,001 ranges: refused on their size, counted,
+    and the gateway goes on confirming (a genuine mark after them still settles). One of
+    16 MB is beyond the Maximum Packet Size the gateway asks for: the broker drops it."""
+    rig = rig_factory(gateway_extra="confirmation_timeout: 60s\n")
+    rig.start_gateway()
+    rig.gateway.wait_log(r"connected to broker")
+    rig.send(5)
+    rig.wait_stored()
+    held = "SELECT count(*) FROM outbox WHERE stream = 'eo' AND acked_at IS NOT NULL"
+    wait_for(lambda: _count(rig, held) == 5, timeout=15, what="5 eo rows broker-acknowledged")
+    epoch = str(rig.store_query("SELECT value FROM meta WHERE key = 'epoch'")[0][0])
+    huge = b'{"v": 1, "gateway": "gw-test", "marks": [' + b'["e", "d", "s", 1, 1],' * 30_000
+    beyond = b'{"v": 1, "gateway": "gw-test", "marks": [' + b'["e", "d", "s", 1, 1],' * 700_000
+    many = encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 2 * i + 1, 2 * i + 1)
+                                         for i in range(1001)])
+    genuine = encode_marks(rig.gateway_id, [Mark(epoch, "dev", "eo", 1, 5)])
+    publish_all(rig.broker.port, f"gw/{rig.gateway_id}/_confirm", [beyond, huge, many, genuine])
+    wait_for(lambda: _count(rig, "SELECT count(*) FROM outbox WHERE stream = 'eo'") == 0,
+             timeout=15, what="the genuine mark settled")
+    runtime = status_runtime(rig, lambda r: len(r["confirmations_ignored"]) >= 2)
+    assert runtime["confirmations_ignored"] == {"confirm_too_large": 1,
+                                                "confirm_too_many_ranges": 1}, runtime
+    rig.gateway.wait_log(r"confirm_too_large: topic gw/gw-test/_confirm: \d+ bytes")
