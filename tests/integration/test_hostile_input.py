@@ -74,3 +74,30 @@ def test_oversized_confirmations_are_refused_and_counted(rig_factory: type[Rig])
     assert runtime["confirmations_ignored"] == {"confirm_too_large": 1,
                                                 "confirm_too_many_ranges": 1}, runtime
     rig.gateway.wait_log(r"confirm_too_large: topic gw/gw-test/_confirm: \d+ bytes")
+
+
+def test_a_store_emptied_while_stopped_is_an_error_and_a_counted_loss(
+        rig_factory: type[Rig]) -> None:
+    """Stop with readings pending, `truncate -s 0` the store, start: not a silent new store."""
+    rig = rig_factory(tap=False)  # no subscriber: the readings stay pending
+    rig.start_gateway()
+    rig.gateway.wait_log(r"connected to broker")
+    rig.send(30)
+    rig.wait_stored()
+    pending = _count(rig, "SELECT count(*) FROM outbox")
+    assert pending == 60
+    assert rig.gateway.terminate() == 0
+    rig.store_path.write_bytes(b"")  # truncate -s 0
+    rig.start_gateway()
+    rig.gateway.wait_log(r"ERROR .*store_lost_unknown|ERROR .*an unknown number")
+    error = next(line for line in rig.gateway.log_path.read_text().splitlines()
+                 if "ERROR" in line and "empty (0 bytes)" in line)
+    assert str(rig.store_path) in error and ".corrupt-" in error, error
+    report = rig.status()
+    print(f"pending before: {pending}; error: {error}; status: store_lost_unknown "
+          f"{report['store_lost_unknown']}, {report['store_lost_unknown_last']}")
+    assert report["store_lost_unknown"] == 1 and report["store_recovered"] == 1
+    assert ".corrupt-" in str(report["store_lost_unknown_last"])
+    text = rig.cli("status", "--config", str(rig.gateway.config)).stdout
+    assert "STORE LOST 1 time(s)" in text, text
+    assert "Traceback" not in rig.gateway.log_text()
