@@ -15,14 +15,14 @@ from gateway.config.consumer_config import ConsumerConfig, is_postgres_url, load
 from gateway.config.credentials import BrokerCredentials, CredentialError, load_secrets
 from gateway.config.gateway_config import DriverTable, GatewayConfig, load_gateway_config
 from gateway.config.reader import Problem
-from gateway.config.yaml_source import load_located
+from gateway.config.yaml_source import load_located, read_source
 from gateway.core.extras import POSTGRES, MissingExtras
 
 
 def config_kind(path: Path) -> str:
     """`consumer` when the file has a top-level `database:` key, else `gateway`."""
     try:
-        root, _ = load_located(path.read_text(encoding="utf-8"))
+        root, _ = load_located(read_source(path))
     except (OSError, UnicodeDecodeError, RecursionError):
         return "gateway"  # the gateway loader reports what is wrong with the file
     if root is not None and isinstance(root.value, dict) and "database" in root.value \

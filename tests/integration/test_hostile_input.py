@@ -3,11 +3,19 @@ bomb. Every part is real (mosquitto, the gateway process, its SQLite store)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from gateway.core.confirmation import Mark, encode_marks
 from tests.integration.test_delivery import publish_all, status_runtime
-from tests.support.rig import Rig
+from tests.support.procs import REPO
+from tests.support.rig import Rig, assert_durable_exact
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -100,4 +108,55 @@ def test_a_store_emptied_while_stopped_is_an_error_and_a_counted_loss(
     assert ".corrupt-" in str(report["store_lost_unknown_last"])
     text = rig.cli("status", "--config", str(rig.gateway.config)).stdout
     assert "STORE LOST 1 time(s)" in text, text
+    assert "Traceback" not in rig.gateway.log_text()
+
+
+def _bomb(levels: int = 9) -> str:
+    """A nine-fold alias chain: 22 lines that expand to 9**9 (387 million) values."""
+    lines = ["x0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_check_of_an_alias_bomb_exits_1_at_once_with_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("version: 1\n" + _bomb())
+    measure = ("import resource, subprocess, sys, time; t = time.monotonic(); "
+               "p = subprocess.run([sys.executable, '-m', 'gateway', 'check', '--config', "
+               f"{str(path)!r}], capture_output=True, text=True); "
+               "print(p.returncode, round(time.monotonic() - t, 2), "
+               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); "
+               "print(p.stdout + p.stderr)")
+    done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          check=False)
+    first, _, output = done.stdout.partition("\n")
+    code, seconds, rss_mb = first.split()
+    print(f"check of an alias bomb: exit {code} in {seconds}s, max RSS {rss_mb} MB: {output}")
+    assert code == "1", done.stdout + done.stderr
+    assert float(seconds) < 5 and int(rss_mb) < 200
+    assert f"{path}:" in output and "aliases expand the document to more than 100000" in output
+    assert "Traceback" not in output + done.stderr
+
+
+def test_sighup_with_an_alias_bomb_is_rejected_and_the_gateway_keeps_delivering(
+        rig_factory: type[Rig]) -> None:
+    rig = rig_factory()
+    rig.start_consumer()
+    rig.start_gateway()
+    rig.send(50)
+    rig.wait_delivered()
+    config = rig.gateway.config
+    config.write_text(config.read_text() + _bomb())
+    assert rig.gateway.proc is not None
+    started = time.monotonic()
+    os.kill(rig.gateway.proc.pid, signal.SIGHUP)
+    rig.gateway.wait_log(r"reload rejected: .*aliases expand the document")
+    rig.gateway.wait_log(r"reload rejected: 1 problem in .*still running the previous config")
+    rejected_in = time.monotonic() - started
+    rig.send(50)
+    rig.wait_delivered()
+    table = rig.report(f"SIGHUP with an alias bomb (rejected in {rejected_in:.2f}s)")
+    assert_durable_exact(table)
+    assert rejected_in < 5
     assert "Traceback" not in rig.gateway.log_text()
