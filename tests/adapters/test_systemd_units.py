@@ -180,3 +180,10 @@ def test_usage_errors_exit_2_with_a_message(args: tuple[str, ...]) -> None:
     assert done.returncode == 2
     assert "error:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_unit_bounds_its_descriptors(unit: str) -> None:
+    """The metrics endpoint holds at most 17 descriptors; the limit says what the rest get."""
+    lines = (REPO / "systemd" / unit).read_text().splitlines()
+    assert "LimitNOFILE=1024" in lines
