@@ -13,11 +13,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config.common import ConfigError
-from gateway.config.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
+from gateway.config.credentials import (
+    BrokerCredentials,
+    BrokerSecrets,
+    CredentialError,
+    DatabaseSecret,
+    load_database_password,
+    load_secrets,
+)
 from gateway.core.extras import MissingExtras
+from gateway.core.redact import mask_secrets
 from gateway.ops.install import (
     DEFAULT_USER,
     DOC_DIR,
@@ -29,10 +38,14 @@ from gateway.ops.install import (
     install_plan,
     next_steps,
     prune,
+    set_groups,
     source_dir,
     uninstall_plan,
 )
 from gateway.ops.logs import setup_logging
+
+if TYPE_CHECKING:
+    from gateway.config.consumer_config import ConsumerConfig
 
 log = logging.getLogger("gateway")
 
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_problems(problems: Sequence[object]) -> None:
     count = len(problems)
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print(mask_secrets(f"error: {problem}"), file=sys.stderr)
     print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
 
 
@@ -118,8 +131,11 @@ def _check(path: Path) -> int:
     from devices.registry import DRIVERS  # noqa: PLC0415
     from gateway.config.check import check_file  # noqa: PLC0415
 
-    kind, summary = check_file(path, DRIVERS)
-    print(f"{path}: valid {kind} config: {summary}")
+    warnings: list[str] = []
+    kind, summary = check_file(path, DRIVERS, warnings)
+    for warning in warnings:
+        print(mask_secrets(f"warning: {warning}"), file=sys.stderr)
+    print(mask_secrets(f"{path}: valid {kind} config: {summary}"))
     return 0
 
 
@@ -136,9 +152,9 @@ def _status(path: Path, as_json: bool) -> int:
     try:
         report = read_status(config)
     except StatusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(mask_secrets(f"error: {exc}"), file=sys.stderr)
         return 1
-    print(json.dumps(report, indent=2) if as_json else render_status(report))
+    print(mask_secrets(json.dumps(report, indent=2) if as_json else render_status(report)))
     return 0
 
 
@@ -152,22 +168,43 @@ def _consumer_status(path: Path, as_json: bool) -> int:
 
     config = load_consumer_config(path)
     try:
-        report = read_consumer_status(config)
-    except ConsumerStatusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        password = load_database_password(config.database_password_file, str(path)).password
+        report = read_consumer_status(config, password)
+    except CredentialError as exc:
+        _print_problems(exc.problems)
         return 1
-    print(json.dumps(report, indent=2) if as_json else render_consumer_status(report))
+    except ConsumerStatusError as exc:
+        print(mask_secrets(f"error: {exc}"), file=sys.stderr)
+        return 1
+    print(mask_secrets(json.dumps(report, indent=2) if as_json
+                       else render_consumer_status(report)))
     return 0
 
 
 def _secrets(credentials: BrokerCredentials) -> BrokerSecrets | None:
     """The broker secrets, or None after logging why a file cannot be used."""
     try:
-        return load_secrets(credentials)
+        secrets = load_secrets(credentials)
     except CredentialError as exc:
         for problem in exc.problems:
             log.error("cannot start: %s", problem)
         return None
+    for warning in secrets.warnings:
+        log.warning("%s", warning)
+    return secrets
+
+
+def _database_secret(config: ConsumerConfig) -> DatabaseSecret | None:
+    """The consumer's database password, or None after logging why its file cannot be used."""
+    try:
+        secret = load_database_password(config.database_password_file, str(config.path))
+    except CredentialError as exc:
+        for problem in exc.problems:
+            log.error("cannot start: %s", problem)
+        return None
+    for warning in secret.warnings:
+        log.warning("%s", warning)
+    return secret
 
 
 def _run(path: Path, level: str) -> int:
@@ -211,9 +248,10 @@ def _consume(path: Path, level: str) -> int:
     config = load_consumer_config(path)
     require_extras(config, {})
     secrets = _secrets(config.credentials)
-    if secrets is None:
+    database = _database_secret(config)
+    if secrets is None or database is None:
         return 1
-    return consume(config, secrets)
+    return consume(config, secrets, database.password)
 
 
 def _service_files(args: argparse.Namespace) -> int:
@@ -236,6 +274,8 @@ def _service_files(args: argparse.Namespace) -> int:
         for line in apply(plan, args.dry_run):
             print(line)
         print(create_user(root, args.dry_run))
+        for line in set_groups(plan, root, args.dry_run):
+            print(line)
     except (InstallError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

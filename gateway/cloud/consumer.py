@@ -32,7 +32,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.confirmation import (
     Mark,
     confirm_topic,
-    encode_marks,
+    encode_confirmations,
     is_confirm_topic,
     prefix_of,
     ranges,
@@ -183,8 +183,9 @@ class Consumer:
             marks = [Mark(epoch, device, stream, first, last)
                      for (epoch, device, stream), found in sorted(streams.items())
                      for first, last in ranges(found)]
-            if self.link.publish(confirm_topic(prefix), encode_marks(gateway, marks), 1) is not None:
-                self.confirmations_sent += 1
+            for payload in encode_confirmations(gateway, marks):
+                if self.link.publish(confirm_topic(prefix), payload, 1) is not None:
+                    self.confirmations_sent += 1
 
     def _note_reject(self, topic: str, reason: Undecodable) -> None:
         if reason.reason not in self._reasons_seen:
@@ -266,12 +267,13 @@ class Consumer:
                 f"rejected {self.rejected}")
 
 
-async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
+async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None,
+                 database_password: str | None) -> bool:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    db = open_readings_db(config.database)
+    db = open_readings_db(config.database, database_password)
     consumer = Consumer(config, db, secrets)
     metrics: MetricsEndpoint | None = None
     if config.metrics is not None:
@@ -285,7 +287,8 @@ async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
         from gateway.ops.metrics import MetricsEndpoint  # noqa: PLC0415
 
         metrics = MetricsEndpoint(
-            config.metrics, ConsumerCollector(consumer.metrics_snapshot, config.database),
+            config.metrics, ConsumerCollector(consumer.metrics_snapshot, config.database,
+                                              database_password),
             CONSUMER_METRICS, LAG_HISTOGRAM, LAG_BUCKETS)
         consumer.on_committed = lag_observer(metrics)
     supervision = Supervision(metrics=metrics)
@@ -296,10 +299,11 @@ async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None) -> bool:
         db.close()
 
 
-def consume(config: ConsumerConfig, secrets: BrokerSecrets | None = None) -> int:
+def consume(config: ConsumerConfig, secrets: BrokerSecrets | None = None,
+            database_password: str | None = None) -> int:
     """Run the consumer until SIGTERM/SIGINT; the process exit code."""
     try:
-        ok = asyncio.run(_serve(config, secrets))
+        ok = asyncio.run(_serve(config, secrets, database_password))
     except Exception as exc:  # noqa: BLE001 - e.g. database unreachable at start
         log.error("consumer cannot run: %s", mask_passwords(str(exc)))
         return 1

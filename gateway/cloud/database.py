@@ -219,13 +219,13 @@ class SqliteReadings:
 class PostgresReadings:
     """`readings` in PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
         try:
             import psycopg  # noqa: PLC0415 - only with PostgreSQL: loading it costs ~12 MB of RSS
         except ImportError as exc:
             raise POSTGRES.error("a postgresql:// database", exc) from exc
 
-        self._conn = psycopg.connect(url, autocommit=False)
+        self._conn = psycopg.connect(conninfo(url, password), autocommit=False)
         with self._conn.cursor() as cur:
             cur.execute(
                 """
@@ -281,14 +281,23 @@ class PostgresReadings:
         self._conn.close()
 
 
-def open_readings_db(database: str) -> ReadingsDB:
-    """The backend a `database:` setting names."""
+def conninfo(url: str, password: str | None) -> str:
+    """What psycopg connects with: the URL, and the password of `database_password_file`."""
+    if password is None:
+        return url
+    import psycopg  # noqa: PLC0415 - only with PostgreSQL, see PostgresReadings
+
+    return psycopg.conninfo.make_conninfo(url, password=password)
+
+
+def open_readings_db(database: str, password: str | None = None) -> ReadingsDB:
+    """The backend a `database:` setting names (`password`: from database_password_file)."""
     if is_postgres_url(database):
-        return PostgresReadings(database)
+        return PostgresReadings(database, password)
     return SqliteReadings(Path(database))
 
 
-def read_gaps(database: str) -> int:
+def read_gaps(database: str, password: str | None = None) -> int:
     """Gaps over every stream of the database a `database:` setting names, through a
     short read-only connection of its own (the metrics endpoint's thread).
 
@@ -302,7 +311,7 @@ def read_gaps(database: str) -> int:
         except ImportError as exc:
             raise POSTGRES.error("a postgresql:// database", exc) from exc
 
-        with psycopg.connect(database, connect_timeout=5) as conn:
+        with psycopg.connect(conninfo(database, password), connect_timeout=5) as conn:
             row = conn.execute(query).fetchone()
     else:
         with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)) as lite:

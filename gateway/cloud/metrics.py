@@ -44,9 +44,11 @@ CONSUMER_METRICS: MetricTable = {
 class ConsumerCollector(Collector):
     """Reads a consumer's snapshot, and its database's gap total, at scrape time."""
 
-    def __init__(self, snapshot: Callable[[], ConsumerSnapshot], database: str) -> None:
+    def __init__(self, snapshot: Callable[[], ConsumerSnapshot], database: str,
+                 password: str | None = None) -> None:
         self.snapshot = snapshot
         self.database = database
+        self._password = password
         self.families = Families(CONSUMER_METRICS)
 
     def collect(self) -> Iterator[Metric]:
@@ -61,15 +63,15 @@ class ConsumerCollector(Collector):
         written = disk_write_bytes()
         if written is not None:
             yield f.value("mqtt_consumer_disk_write_bytes", written)
-        gaps = consumer_gaps(self.database)
+        gaps = consumer_gaps(self.database, self._password)
         if gaps is not None:
             yield f.value("mqtt_consumer_gaps", gaps)
 
 
-def consumer_gaps(database: str) -> int | None:
+def consumer_gaps(database: str, password: str | None = None) -> int | None:
     """Gaps over every stream, read through a connection of its own; None when unreadable."""
     try:
-        return read_gaps(database)
+        return read_gaps(database, password)
     except Exception as exc:  # noqa: BLE001 - any database error: the metric is left out
         log.debug("metrics: gaps not readable: %s", type(exc).__name__)
         return None

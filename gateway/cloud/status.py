@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cloud.database import conninfo
 from gateway.config.consumer_config import ConsumerConfig, is_postgres_url
 from gateway.core.errors import MqttGatewayError
 
@@ -28,14 +29,14 @@ class ConsumerStatusError(MqttGatewayError):
     """The consumer's database cannot be read; the message says which and why."""
 
 
-def read_consumer_status(config: ConsumerConfig) -> dict[str, Any]:
+def read_consumer_status(config: ConsumerConfig, password: str | None = None) -> dict[str, Any]:
     """Everything `status` shows of a consumer, as plain data.
 
     Raises:
         ConsumerStatusError: the database does not exist or cannot be read.
     """
     try:
-        counters, rejects = _query(config.database)
+        counters, rejects = _query(config.database, password)
     except ConsumerStatusError:
         raise
     except Exception as exc:
@@ -64,11 +65,12 @@ def read_consumer_status(config: ConsumerConfig) -> dict[str, Any]:
     }
 
 
-def _query(database: str) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
+def _query(database: str, password: str | None
+           ) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
     if is_postgres_url(database):
         import psycopg  # noqa: PLC0415 - only with PostgreSQL
 
-        with psycopg.connect(database, connect_timeout=5) as conn:
+        with psycopg.connect(conninfo(database, password), connect_timeout=5) as conn:
             return (conn.execute(_COUNTERS).fetchall(),
                     conn.execute("SELECT reason, count FROM consumer_rejects").fetchall())
     if not Path(database).is_file():

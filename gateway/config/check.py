@@ -12,17 +12,22 @@ from pathlib import Path
 
 from gateway.config.common import ConfigError
 from gateway.config.consumer_config import ConsumerConfig, is_postgres_url, load_consumer_config
-from gateway.config.credentials import BrokerCredentials, CredentialError, load_secrets
+from gateway.config.credentials import (
+    BrokerCredentials,
+    CredentialError,
+    load_database_password,
+    load_secrets,
+)
 from gateway.config.gateway_config import DriverTable, GatewayConfig, load_gateway_config
 from gateway.config.reader import Problem
-from gateway.config.yaml_source import load_located
+from gateway.config.yaml_source import load_located, read_source
 from gateway.core.extras import POSTGRES, MissingExtras
 
 
 def config_kind(path: Path) -> str:
     """`consumer` when the file has a top-level `database:` key, else `gateway`."""
     try:
-        root, _ = load_located(path.read_text(encoding="utf-8"))
+        root, _ = load_located(read_source(path))
     except (OSError, UnicodeDecodeError, RecursionError):
         return "gateway"  # the gateway loader reports what is wrong with the file
     if root is not None and isinstance(root.value, dict) and "database" in root.value \
@@ -31,31 +36,39 @@ def config_kind(path: Path) -> str:
     return "gateway"
 
 
-def check_file(path: Path, drivers: DriverTable) -> tuple[str, str]:
-    """The kind of config and a one-line summary of it.
+def check_file(path: Path, drivers: DriverTable,
+               warnings: list[str] | None = None) -> tuple[str, str]:
+    """The kind of config and a one-line summary of it; what the operator should still
+    fix (a loose password file, a password in clear text) is added to `warnings`.
 
     Raises:
         ConfigError: listing every problem in the file.
         MissingExtras: naming each optional library the config needs and cannot import.
     """
+    found = [] if warnings is None else warnings
     if config_kind(path) == "consumer":
         consumer = load_consumer_config(path)
-        _check_secrets(consumer.credentials)
+        found += _check_secrets(consumer.credentials)
+        try:
+            found += load_database_password(consumer.database_password_file,
+                                            str(consumer.path)).warnings
+        except CredentialError as exc:
+            raise ConfigError(exc.problems) from exc
         require_extras(consumer, drivers)
         return "consumer", f"broker {consumer.address}, subscribe {consumer.subscribe}, " \
                            f"database {consumer.database_label}"
     config = load_gateway_config(path, drivers)
-    _check_secrets(config.broker.credentials)
+    found += _check_secrets(config.broker.credentials)
     require_extras(config, drivers)
     streams = sum(len(d.streams) for d in config.devices)
     return "gateway", (f"gateway {config.gateway_id}, {len(config.devices)} devices, "
                        f"{streams} streams, broker {config.broker.address}")
 
 
-def _check_secrets(credentials: BrokerCredentials) -> None:
-    """The credential files must be readable now (by whoever runs `check`)."""
+def _check_secrets(credentials: BrokerCredentials) -> tuple[str, ...]:
+    """The credential files must be readable now (by whoever runs `check`); the warnings."""
     try:
-        load_secrets(credentials)
+        return load_secrets(credentials).warnings
     except CredentialError as exc:
         raise ConfigError(exc.problems) from exc
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway.config.reader import MapReader, Problem, describe
-from gateway.config.yaml_source import load_located
+from gateway.config.yaml_source import load_located, read_source
 from gateway.core.errors import MqttGatewayError
 
 CONFIG_VERSION = 1
@@ -65,7 +65,7 @@ def read_root(path: Path) -> tuple[MapReader | None, list[Problem]]:
     problems: list[Problem] = []
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_source(path)
     except FileNotFoundError:
         return None, [Problem(name, None, "", "a readable config file", "no such file")]
     except UnicodeDecodeError as exc:

@@ -15,8 +15,14 @@ from gateway.config.common import (
     read_metrics,
     read_root,
 )
-from gateway.config.credentials import BrokerCredentials, read_credentials
+from gateway.config.credentials import (
+    BrokerCredentials,
+    NamedFile,
+    read_credentials,
+    read_named_file,
+)
 from gateway.config.reader import MapReader, describe
+from gateway.core.redact import has_url_password, mask_secrets
 
 _FILTER_EXPECTED = "an MQTT topic filter such as gw/# ('+' and '#' only as whole levels, '#' last)"
 
@@ -39,10 +45,20 @@ def is_postgres_url(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
 
+# A libpq keyword=value string (`host=db password=...`): not a file name, and not accepted.
+_DSN_KEYWORD = re.compile(
+    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service|options|"
+    r"connect_timeout|application_name|target_session_attrs)\s*=", re.IGNORECASE)
+DSN_HINT = ("write it as a URL, postgresql://user@host:5432/dbname, with the password in a "
+            "file named by database_password_file")
+
+
 def database_problem(database: str) -> str | None:
     """Why `database` cannot name a database, or None."""
     if not database.strip():
         return "it is empty"
+    if not is_postgres_url(database) and _DSN_KEYWORD.search(database):
+        return f"a libpq key=value string is not accepted (nor taken for a file name); {DSN_HINT}"
     if is_postgres_url(database):
         try:
             import psycopg  # noqa: PLC0415 - only for PostgreSQL URLs: it costs the gateway ~12 MB of RSS
@@ -51,7 +67,10 @@ def database_problem(database: str) -> str | None:
         try:
             psycopg.conninfo.conninfo_to_dict(database)
         except psycopg.ProgrammingError as exc:
-            return f"not a valid PostgreSQL URL ({mask_passwords(str(exc).splitlines()[0])})"
+            # psycopg quotes the token it stumbled on, which may be a piece of the password.
+            why = re.sub(r'"[^"]*"', "(a token)", str(exc).splitlines()[0])
+            return (f"not a valid PostgreSQL URL ({mask_passwords(why)}); a password holding "
+                    "@ : / % must be percent-encoded, or put in database_password_file")
     return None
 
 
@@ -71,6 +90,7 @@ class ConsumerConfig:
     summary_interval: float
     credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
     metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
+    database_password_file: NamedFile | None = None  # the PostgreSQL password, in a file
 
     @property
     def is_postgres(self) -> bool:
@@ -84,10 +104,8 @@ class ConsumerConfig:
 
 
 def mask_passwords(text: str) -> str:
-    """`text` with the password of any URL in it replaced by `***` (for logs)."""
-    # The user name may be empty, and libpq also takes `?password=...`.
-    masked = re.sub(r"//([^:/@\s]*):[^@\s]*@", r"//\1:***@", text)
-    return re.sub(r"([?&]password=)[^&\s\"']*", r"\1***", masked)
+    """`text` with every password in it replaced by `***` (for logs): `mask_secrets`."""
+    return mask_secrets(text)
 
 
 def load_consumer_config(path: Path) -> ConsumerConfig:
@@ -122,7 +140,8 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         keepalive = broker.duration("keepalive", default=30.0, minimum=5.0, maximum=3600.0)
         expiry = broker.duration("session_expiry", default=expiry, minimum=60.0,
                                  maximum=4294967295.0)
-        credentials = read_credentials(broker, address is not None and address.tls)
+        credentials = read_credentials(broker, address is not None and address.tls,
+                                       address.host if address is not None else None)
         broker.finish()
     database = root.string("database", default="./consumer.sqlite",
                            expected="a SQLite file path or a postgresql:// URL")
@@ -130,6 +149,7 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         root.problem("database", "a SQLite file path or a postgresql:// URL",
                      repr(mask_passwords(database)), problem)
         database = None
+    password_file = _read_password_file(root, database)
     interval = root.duration("commit_interval", default=0.1, minimum=0.001, maximum=60.0)
     batch = root.integer("commit_batch", default=500, minimum=1, maximum=100_000)
     summary = root.duration("summary_interval", default=10.0, minimum=1.0)
@@ -138,4 +158,22 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
             or batch is None:
         return None
     return ConsumerConfig(path, address, client_id, subscribe, int(keepalive), int(expiry),
-                          database, interval, batch, summary, credentials, metrics)
+                          database, interval, batch, summary, credentials, metrics,
+                          password_file)
+
+
+def _read_password_file(root: MapReader, database: str | None) -> NamedFile | None:
+    """`database_password_file`: only with a postgresql:// URL that holds no password."""
+    named = read_named_file(root, "database_password_file")
+    if named is None or database is None:
+        return named
+    if not is_postgres_url(database):
+        root.problem("database_password_file", "a password file only with a postgresql:// "
+                     "database", named.name, "a SQLite database has no password")
+        return None
+    if has_url_password(database):
+        root.problem("database", "a postgresql:// URL without a password when "
+                     "database_password_file is set", describe(database),
+                     "take the password out of the URL")
+        return None
+    return named

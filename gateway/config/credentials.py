@@ -4,14 +4,19 @@ The broker section of both configs may name `username`, `password_file`,
 `ca_file`, `cert_file` and `key_file`. A relative file name is looked up in
 $CREDENTIALS_DIRECTORY when that is set (systemd's `LoadCredential=`), else
 beside the config file. The files are read once at start. Secrets never
-leave this module except to paho: `BrokerSecrets` has no readable repr and
-errors name the file, never its content.
+leave this module except to paho (and, for the consumer's
+`database_password_file`, to psycopg): `BrokerSecrets` has no readable repr
+and errors name the file, never its content. Reading them also gives
+warnings: a password file readable by its group or others, and a password
+sent in clear text (mqtt://, not mqtts://) to a broker on another host.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,7 @@ class BrokerCredentials:
     files: tuple[NamedFile, ...] = ()
     config_file: str = ""
     section: str = "broker"
+    cleartext: bool = False  # mqtt:// (not mqtts://) to a host other than this one
 
     def named(self, key: str) -> NamedFile | None:
         """The file given under `key`, if any."""
@@ -54,6 +60,15 @@ class BrokerSecrets:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()  # for the operator: loose file modes, clear text
+
+
+@dataclass(frozen=True)
+class DatabaseSecret:
+    """The consumer's PostgreSQL password, read from `database_password_file`."""
+
+    password: str | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()
 
 
 class CredentialError(MqttGatewayError):
@@ -64,8 +79,31 @@ class CredentialError(MqttGatewayError):
         self.problems = problems
 
 
-def read_credentials(reader: MapReader, tls: bool) -> BrokerCredentials:
-    """The credential keys of a broker section (`tls`: the URL is mqtts://)."""
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (clear text there stays on this host)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_named_file(reader: MapReader, key: str) -> NamedFile | None:
+    """A file named under `key` of `reader`'s section (a problem when it is empty)."""
+    name = reader.string(key, expected=FILE_EXPECTED)
+    if name is None:
+        return None
+    located = reader.raw(key)
+    if not name.strip() or "\x00" in name:
+        reader.problem(key, FILE_EXPECTED, repr(name), "it is empty")
+        return None
+    return NamedFile(key, name, located.line if located is not None else reader.node.line)
+
+
+def read_credentials(reader: MapReader, tls: bool, host: str | None = None) -> BrokerCredentials:
+    """The credential keys of a broker section (`tls`: the URL is mqtts://; `host`: the
+    broker's, to tell a password sent in clear text over the network)."""
     username = reader.string("username", expected=USERNAME)
     if username is not None and (not username or "\x00" in username or len(username) > 256):
         reader.problem("username", USERNAME, repr(username))
@@ -94,7 +132,8 @@ def read_credentials(reader: MapReader, tls: bool) -> BrokerCredentials:
                           else ("key_file", "cert_file"))
         reader.problem(given, "cert_file and key_file together (client certificate)",
                        f"no {missing}")
-    return BrokerCredentials(username, tuple(files), reader.file, reader.path)
+    cleartext = not tls and host is not None and not is_loopback(host)
+    return BrokerCredentials(username, tuple(files), reader.file, reader.path, cleartext)
 
 
 def resolve(name: str, config_file: str, env: Mapping[str, str] | None = None) -> Path:
@@ -137,20 +176,76 @@ def load_secrets(creds: BrokerCredentials, env: Mapping[str, str] | None = None)
     if problems:
         raise CredentialError(problems)
     password = None
+    warnings: list[str] = []
     if "password_file" in paths:
-        raw = paths["password_file"].read_bytes()
-        try:
-            # One trailing newline is how editors and `echo` end a file, not part of the password.
-            password = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
-        except UnicodeDecodeError:
-            problem(_named(creds, "password_file"), f"{paths['password_file']}: not UTF-8 text",
-                    "a UTF-8 password file")
+        named = _named(creds, "password_file")
+        password = _read_password(paths["password_file"], lambda found: problem(
+            named, found, "a UTF-8 password file"))
+        warnings += _mode_warning(paths["password_file"], creds.config_file, named,
+                                  creds.section)
+        if creds.cleartext:
+            warnings.append(f"{creds.config_file}:{named.line}: {creds.section}.password_file: "
+                            "the password goes to the broker in clear text over mqtt://; use "
+                            "mqtts:// (TLS) for a broker on another host")
     tls = None
     if any(k in paths for k in ("ca_file", "cert_file", "key_file")):
         tls = _tls_context(creds, paths, problem)
     if problems:
         raise CredentialError(problems)
-    return BrokerSecrets(creds.username, password, tls)
+    return BrokerSecrets(creds.username, password, tls, tuple(warnings))
+
+
+def load_database_password(named: NamedFile | None, config_file: str,
+                           env: Mapping[str, str] | None = None) -> DatabaseSecret:
+    """The consumer's `database_password_file`, resolved as the broker's password_file.
+
+    Raises:
+        CredentialError: the file cannot be read or is not UTF-8 (never its content).
+    """
+    if named is None:
+        return DatabaseSecret()
+    path = resolve(named.name, config_file, env)
+    problems: list[Problem] = []
+    password = None
+
+    def problem(found: str) -> None:
+        problems.append(Problem(config_file, named.line, named.key, "a readable UTF-8 password "
+                                "file", found))
+
+    try:
+        password = _read_password(path, problem)
+    except FileNotFoundError:
+        problem(f"no such file: {path}")
+    except OSError as exc:
+        problem(f"{path}: {exc.strerror or exc}")
+    if problems:
+        raise CredentialError(problems)
+    return DatabaseSecret(password, tuple(_mode_warning(path, config_file, named, "")))
+
+
+def _read_password(path: Path, problem: Callable[[str], None]) -> str | None:
+    """A password file's text; one trailing newline is how editors and `echo` end a file,
+    not part of the password."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        problem(f"{path}: not UTF-8 text")
+        return None
+
+
+def _mode_warning(path: Path, config_file: str, named: NamedFile, section: str) -> list[str]:
+    """A warning when a password file can be read by its group or by others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return []
+    if not mode & 0o044:
+        return []
+    who = " and ".join(w for bit, w in ((0o040, "its group"), (0o004, "others")) if mode & bit)
+    key = f"{section}.{named.key}" if section else named.key
+    return [f"{config_file}:{named.line}: {key}: {path} is readable by {who} (mode "
+            f"{mode:04o}): chmod 600 {path}, or hand it over with systemd's LoadCredential="]
 
 
 def _named(creds: BrokerCredentials, key: str) -> NamedFile:

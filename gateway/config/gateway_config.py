@@ -190,7 +190,8 @@ def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) ->
     inflight = section.integer("max_inflight", default=100, minimum=1, maximum=65535)
     payload = section.size("max_payload_bytes", default=256 * 1024, minimum=256,
                            maximum=256 * 1024 * 1024)
-    credentials = read_credentials(section, address is not None and address.tls)
+    credentials = read_credentials(section, address is not None and address.tls,
+                                   address.host if address is not None else None)
     section.finish()
     if address is None or topics is None or client_id is None or inflight is None:
         return None

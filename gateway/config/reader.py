@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.config.yaml_source import Located
+from gateway.core.redact import mask_secrets
 from gateway.core.units import parse_duration, parse_size
 
 _TYPE_NAMES = {
@@ -42,7 +43,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         text = f"{where}: {self.path or '(top level)'}: expected {self.expected}; found {self.found}"
-        return f"{text} ({self.hint})" if self.hint else text
+        return mask_secrets(f"{text} ({self.hint})" if self.hint else text)
 
 
 def describe(value: object) -> str:
@@ -53,7 +54,7 @@ def describe(value: object) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
-    text = repr(value)
+    text = mask_secrets(repr(value))  # before it is cut short, which could cut a mask off
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({_TYPE_NAMES.get(type(value), type(value).__name__)})"

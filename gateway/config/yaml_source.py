@@ -3,14 +3,25 @@
 Config errors must name the file and line, so the config is composed into
 `Located` nodes (PyYAML's node marks) instead of plain dicts. Duplicate keys,
 which PyYAML silently accepts, are reported as problems here.
+
+Bounds, both checked before any Python value is built: a file of at most
+MAX_CONFIG_BYTES, and a document that expands to at most MAX_EXPANDED_NODES
+nodes. PyYAML composes an alias as the node it names, shared, so a few lines
+of nested aliases (an "alias bomb") compose in microseconds into a graph
+whose tree has billions of nodes; the tree's size is counted on the graph,
+each shared node once, and a document beyond the bound is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_EXPANDED_NODES = 100_000
 
 
 @dataclass
@@ -34,12 +45,30 @@ class SourceError:
     path: str = ""
 
 
+def read_source(path: Path) -> str:
+    """The text of a config file, reading at most MAX_CONFIG_BYTES + 1 bytes (a longer
+    file comes back cut, still longer than the bound, for `load_located` to refuse).
+
+    Raises:
+        OSError: the file cannot be read.
+        UnicodeDecodeError: it is not UTF-8.
+    """
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:  # a character cut in two becomes U+FFFD: 3 bytes
+        return data.decode("utf-8", "replace")
+    return data.decode("utf-8")
+
+
 def load_located(text: str) -> tuple[Located | None, list[SourceError]]:
     """Parse one YAML document into `Located` nodes.
 
-    Returns the root (None when the text is empty or unreadable) and the
-    problems found while reading it.
+    Returns the root (None when the text is empty, unreadable or beyond the
+    bounds) and the problems found while reading it.
     """
+    if len(text) * 4 > MAX_CONFIG_BYTES and len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        return None, [SourceError(None, f"the file is larger than {MAX_CONFIG_BYTES} bytes, "
+                                        "the most a config may have")]
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -54,8 +83,51 @@ def load_located(text: str) -> tuple[Located | None, list[SourceError]]:
         loader.dispose()
     if node is None:
         return None, []
+    too_big = expansion_problem(node, MAX_EXPANDED_NODES)
+    if too_big is not None:
+        return None, [too_big]
     errors: list[SourceError] = []
     return _convert(loader, node, errors, ""), errors
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def expansion_problem(root: yaml.Node, limit: int) -> SourceError | None:
+    """Why the document under `root` must not be built: its aliases expand it to more than
+    `limit` nodes, or one refers to a node that contains it. None when it may be built.
+
+    Iterative, and each shared node is counted once (its expanded size remembered), so
+    the count costs as much as the composed graph, not the tree it stands for.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the nodes whose children are being counted
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        key = id(node)
+        if counted:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > limit:
+                return SourceError(node.start_mark.line + 1,
+                                   f"its aliases expand the document to more than {limit} "
+                                   "values (an alias bomb?); write the values out instead")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            return SourceError(node.start_mark.line + 1,
+                               "an alias refers to a value that contains it")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return None
 
 
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, errors: list[SourceError], path: str

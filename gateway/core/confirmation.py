@@ -23,6 +23,15 @@ from gateway.core.envelope import MAX_SEQ
 
 CONFIRM_LEVEL = "_confirm"
 CONFIRM_VERSION = 1
+# Bounds of one confirmation message, checked before it is parsed: a genuine one stays
+# well within them (the consumer splits larger batches, `encode_confirmations`), and a
+# hostile one is refused in microseconds instead of holding the gateway's event loop.
+MAX_CONFIRM_BYTES = 64 * 1024
+MAX_CONFIRM_RANGES = 1000
+# The gateway receives only confirmations: the largest packet it lets the broker send it
+# (MQTT 5 Maximum Packet Size). Larger ones the broker drops; between the two bounds
+# they reach the gateway and are refused and counted.
+CONFIRM_PACKET_LIMIT = 16 * MAX_CONFIRM_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,32 @@ def ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Why a payload is not a confirmation: `reason` is the counter it is ignored under."""
+
+    reason: str
+    detail: str
+
+
+def encode_confirmations(gateway: str, marks: list[Mark]) -> list[bytes]:
+    """The payloads confirming `marks`, each within MAX_CONFIRM_BYTES and MAX_CONFIRM_RANGES."""
+    envelope = len(encode_marks(gateway, []))
+    payloads: list[bytes] = []
+    chunk: list[Mark] = []
+    size = envelope
+    for mark in marks:
+        extra = len(encode_marks("", [mark])) - len(encode_marks("", [])) + 1  # and a comma
+        if chunk and (len(chunk) >= MAX_CONFIRM_RANGES or size + extra > MAX_CONFIRM_BYTES):
+            payloads.append(encode_marks(gateway, chunk))
+            chunk, size = [], envelope
+        chunk.append(mark)
+        size += extra
+    if chunk:
+        payloads.append(encode_marks(gateway, chunk))
+    return payloads
+
+
 def encode_marks(gateway: str, marks: Iterable[Mark]) -> bytes:
     """The payload of one confirmation message."""
     body = {
@@ -80,23 +115,30 @@ def _seq(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEQ
 
 
-def decode_marks(payload: bytes) -> tuple[str, list[Mark]] | str:
-    """(gateway, marks), or why the payload is not a confirmation."""
+def decode_marks(payload: bytes) -> tuple[str, list[Mark]] | Undecodable:
+    """(gateway, marks), or why the payload is not a confirmation (its size first)."""
+    if len(payload) > MAX_CONFIRM_BYTES:
+        return Undecodable("confirm_too_large",
+                           f"{len(payload)} bytes, at most {MAX_CONFIRM_BYTES} are read")
     try:
         body = json.loads(payload)
     except (ValueError, RecursionError):
-        return "not JSON"
+        return Undecodable("confirm_undecodable", "not JSON")
     if not isinstance(body, dict) or body.get("v") != CONFIRM_VERSION:
-        return "not a version 1 confirmation"
+        return Undecodable("confirm_undecodable", "not a version 1 confirmation")
     gateway, raw = body.get("gateway"), body.get("marks")
     if not isinstance(gateway, str) or not isinstance(raw, list):
-        return "missing gateway or marks"
+        return Undecodable("confirm_undecodable", "missing gateway or marks")
+    if len(raw) > MAX_CONFIRM_RANGES:
+        return Undecodable("confirm_too_many_ranges",
+                           f"{len(raw)} ranges, at most {MAX_CONFIRM_RANGES} are taken")
     marks = []
     for item in raw:
         if (not isinstance(item, list) or len(item) != 5
                 or not all(isinstance(x, str) and x for x in item[:3])
                 or not _seq(item[3]) or not _seq(item[4]) or item[3] > item[4]):
-            return "a mark is not [epoch, device, stream, first, last]"
+            return Undecodable("confirm_undecodable",
+                               "a mark is not [epoch, device, stream, first, last]")
         marks.append(Mark(item[0], item[1], item[2], item[3], item[4]))
     return gateway, marks
 

@@ -22,7 +22,13 @@ from collections import Counter
 
 import paho.mqtt.client as mqtt
 
-from gateway.core.confirmation import Mark, confirm_topic, decode_marks, trusted_range
+from gateway.core.confirmation import (
+    Mark,
+    Undecodable,
+    confirm_topic,
+    decode_marks,
+    trusted_range,
+)
 from gateway.core.confirmation_watch import ConfirmationWatch
 from gateway.mqtt.link import MqttLink
 from gateway.store.confirmations import Confirmations
@@ -50,6 +56,7 @@ class ConfirmationTracker:
         self._marks: list[tuple[str, str, str, int, int]] = []
         self.accepted = 0
         self.ignored: Counter[str] = Counter()
+        self.ignored_total = 0  # the sum of `ignored`, for the metrics thread
         self.resent = 0
         link.on_message = self.on_message
 
@@ -60,8 +67,8 @@ class ConfirmationTracker:
     def on_message(self, message: mqtt.MQTTMessage) -> None:
         """Check one confirmation message and keep its trustworthy marks."""
         decoded = decode_marks(bytes(message.payload))
-        if isinstance(decoded, str):
-            self._ignore("confirm_undecodable", f"topic {message.topic}: {decoded}")
+        if isinstance(decoded, Undecodable):
+            self._ignore(decoded.reason, f"topic {message.topic}: {decoded.detail}")
             return
         gateway, marks = decoded
         if gateway != self.outbox.gateway_id:
@@ -87,6 +94,7 @@ class ConfirmationTracker:
     def _ignore(self, reason: str, detail: str) -> None:
         first = reason not in self.ignored
         self.ignored[reason] += 1
+        self.ignored_total += 1
         log.log(logging.WARNING if first else logging.DEBUG,
                 "ignored a confirmation on %s: %s: %s%s", self.topic, reason, detail,
                 " (further ones are counted)" if first else "")
@@ -109,6 +117,7 @@ class ConfirmationTracker:
                 log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
                          "sending them again", len(resend), self.timeout)
         self.resent += len(resend)
+        self._note_unacked()
         marks, self._marks = self._marks, []
         return Confirmations(held, marks, resend), resend
 
@@ -124,6 +133,16 @@ class ConfirmationTracker:
             log.info("a consumer confirms: %d readings the broker took before it did and that "
                      "are still unconfirmed are sent again", len(resend))
         return resend
+
+    def _note_unacked(self) -> None:
+        """Count (and log once) marks of the last commits that covered rows the broker has
+        not acknowledged: a forged confirmation, or a genuine one that overtook a PUBACK."""
+        new = self.outbox.marks_unacked - self.ignored["confirm_not_acked"]
+        if new > 0:
+            self._ignore("confirm_not_acked", f"{new} marks covered readings the broker has "
+                         "not acknowledged; those readings stay stored")
+            self.ignored["confirm_not_acked"] += new - 1
+            self.ignored_total += new - 1
 
     def _overdue(self, now: float) -> list[int]:
         """Held rows to send again now: all overdue ones, or a probe while none confirms."""
@@ -143,6 +162,7 @@ class ConfirmationTracker:
         """What `status` shows of the confirmations (the runtime snapshot)."""
         now = time.monotonic()
         return {"confirmations_accepted": self.accepted,
+                "readings_confirmed": self.outbox.confirmed,
                 "confirmations_ignored": dict(self.ignored),
                 "resent_unconfirmed": self.resent,
                 "confirmation_silent_s": round(self.watch.silent_for(now), 1),

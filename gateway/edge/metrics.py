@@ -40,6 +40,12 @@ GATEWAY_METRICS: MetricTable = {
         "gauge", "Readings the broker acknowledged that wait for the consumer's confirmation."),
     "mqtt_gateway_confirmation_oldest_wait_seconds": (
         "gauge", "How long the oldest reading has waited for a confirmation (0: none waits)."),
+    "mqtt_gateway_readings_confirmed": (
+        "counter", "Readings deleted by the consumer's end-to-end confirmations."),
+    "mqtt_gateway_confirmations_ignored": (
+        "counter", "Confirmation marks ignored (forged, unknown, too large, not acknowledged)."),
+    "mqtt_gateway_store_lost_unknown": (
+        "counter", "Stores lost with an unknown number of readings (emptied or unreadable)."),
     "mqtt_gateway_broker_connected": ("gauge", "1 while connected to the broker."),
     "mqtt_gateway_reconnects": ("counter", "Connections to the broker after the first."),
     "mqtt_gateway_store_bytes": ("gauge", "Bytes used by the store's live pages."),
@@ -70,6 +76,8 @@ class GatewayCollector(Collector):
         yield f.value("mqtt_gateway_broker_connected", 1 if s.broker_connected else 0)
         yield f.value("mqtt_gateway_reconnects", s.reconnects)
         yield f.value("mqtt_gateway_store_bytes", s.store_bytes)
+        yield f.value("mqtt_gateway_readings_confirmed", s.confirmed)
+        yield f.value("mqtt_gateway_confirmations_ignored", s.confirmations_ignored)
         written = disk_write_bytes()
         if written is not None:
             yield f.value("mqtt_gateway_disk_write_bytes", written)
@@ -91,6 +99,7 @@ class GatewayCollector(Collector):
             (d.value, backlog[d.value]["oldest_age_s"] or 0.0)
             for d in DeliveryClass if d is not DeliveryClass.AT_MOST_ONCE])
         yield f.labelled("mqtt_gateway_readings_dropped", "reason", sorted(report["drops"].items()))
+        yield f.value("mqtt_gateway_store_lost_unknown", report["store_lost_unknown"])
         confirmation = report["confirmation"]
         yield f.value("mqtt_gateway_confirmation_waiting_readings", confirmation["waiting"])
         yield f.value("mqtt_gateway_confirmation_oldest_wait_seconds",

@@ -25,6 +25,7 @@ from gateway.config.check import require_extras
 from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerSecrets
 from gateway.config.gateway_config import DeviceConfig, GatewayConfig, load_gateway_config
+from gateway.core.confirmation import CONFIRM_PACKET_LIMIT
 from gateway.core.delivery import DeliveryClass
 from gateway.core.extras import MissingExtras
 from gateway.edge.confirm_tracker import ConfirmationTracker
@@ -58,7 +59,7 @@ class Gateway:
         broker = config.broker
         self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
                              session_expiry=broker.session_expiry, clean_first=True,
-                             secrets=secrets)
+                             secrets=secrets, max_packet_size=CONFIRM_PACKET_LIMIT)
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
@@ -200,7 +201,8 @@ class Gateway:
             at_most_once_sent=self.publisher.sent_volatile,
             at_most_once_queued=len(self.intake.volatile), in_flight=self.publisher.in_flight,
             broker_connected=self.broker_up, connections=self.link.connections,
-            store_bytes=self.outbox.bytes_used)
+            store_bytes=self.outbox.bytes_used, confirmed=self.outbox.confirmed,
+            confirmations_ignored=self.tracker.ignored_total if self.tracker else 0)
 
     def runtime_snapshot(self) -> dict[str, Any]:
         """What `status` shows about the running process."""

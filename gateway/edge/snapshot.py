@@ -24,6 +24,8 @@ class GatewaySnapshot:
     broker_connected: bool
     connections: int
     store_bytes: int
+    confirmed: int = 0  # readings deleted by end-to-end confirmations
+    confirmations_ignored: int = 0  # marks and messages ignored, every reason
 
     @property
     def reconnects(self) -> int:

@@ -74,6 +74,9 @@ def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: f
         "running": running,
         "last_stop_clean": meta.get("clean_stop") == "1",
         "store_recovered": int(meta.get("store_recovered") or 0),
+        # Stores lost with an unknown number of readings (emptied, or unreadable to the end).
+        "store_lost_unknown": int(meta.get("store_lost_unknown") or 0),
+        "store_lost_unknown_last": meta.get("store_lost_unknown_last"),
         "runtime": runtime if running else None,
         "backlog": backlog,
         "quarantined": sum(quarantined_by_reason.values()),
@@ -173,7 +176,8 @@ def render_status(report: dict[str, Any]) -> str:
         if "confirmations_accepted" in runtime:
             ignored = sum(runtime["confirmations_ignored"].values())
             lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "
-                         f"accepted, {ignored} ignored, {runtime['resent_unconfirmed']} "
+                         f"accepted, {runtime.get('readings_confirmed', 0)} readings confirmed, "
+                         f"{ignored} ignored, {runtime['resent_unconfirmed']} "
                          "readings resent for want of one")
             if runtime.get("consumer_absent"):
                 lines.append(f"NO CONSUMER IS CONFIRMING (silent for "
@@ -189,6 +193,9 @@ def render_status(report: dict[str, Any]) -> str:
     if report["store_recovered"]:
         lines.append(f"store recovered from corruption {report['store_recovered']} time(s): "
                      "the damaged file was moved aside as *.corrupt-*")
+    if report.get("store_lost_unknown"):
+        lines.append(f"STORE LOST {report['store_lost_unknown']} time(s) with an unknown number "
+                     f"of readings; the last was moved aside to {report['store_lost_unknown_last']}")
     confirmation = report["confirmation"]
     if confirmation["waiting"]:
         lines.append(f"waiting for the consumer's confirmation: {confirmation['waiting']} "

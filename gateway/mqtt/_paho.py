@@ -129,12 +129,16 @@ def new_client(client_id: str, *, manual_ack: bool, tls: bool,
     return client
 
 
-def connect_properties(session_expiry: int, receive_maximum: int | None) -> Properties:
-    """The CONNECT properties: the session expiry, and the Receive Maximum when set."""
+def connect_properties(session_expiry: int, receive_maximum: int | None,
+                       max_packet_size: int | None = None) -> Properties:
+    """The CONNECT properties: the session expiry, and the Receive Maximum and Maximum
+    Packet Size (the largest packet the broker may send us) when set."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry
     if receive_maximum is not None:
         props.ReceiveMaximum = receive_maximum
+    if max_packet_size is not None:
+        props.MaximumPacketSize = max_packet_size
     return props
 
 

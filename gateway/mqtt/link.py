@@ -69,8 +69,10 @@ class MqttLink:
         manual_ack: bool = False,
         receive_maximum: int | None = None,
         secrets: BrokerSecrets | None = None,
+        max_packet_size: int | None = None,
     ) -> None:
         self.address = address
+        self._max_packet_size = max_packet_size
         self.client_id = client_id
         self.keepalive = keepalive
         self._session_expiry = session_expiry
@@ -144,7 +146,8 @@ class MqttLink:
         self.client.preconnected = sock
         try:
             if not self._started:
-                props = _paho.connect_properties(self._session_expiry, self._receive_maximum)
+                props = _paho.connect_properties(self._session_expiry, self._receive_maximum,
+                                                 self._max_packet_size)
                 self.client.connect(
                     self.address.host, self.address.port, self.keepalive,
                     clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY if self._clean_first else False,

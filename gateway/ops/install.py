@@ -24,9 +24,11 @@ does the file work.
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,6 +59,8 @@ class FileAction:
     path: Path
     text: str | None
     keep_existing: bool = False  # a config: written only when absent
+    mode: int = 0o644
+    group: str | None = None  # the group that may read it (with mode 0640)
 
 
 def source_dir(given: Path | None = None) -> Traversable:
@@ -112,8 +116,11 @@ def install_plan(root: Path, source: Traversable, executable: str, user: str) ->
                for unit in UNITS]
     actions.append(FileAction(root / "etc/sysusers.d" / SYSUSERS, render_sysusers(
         _text(source, "systemd", "sysusers.d", SYSUSERS), user)))
+    # consumer.yaml may hold a database URL: readable by root and the service's group only.
     actions += [FileAction(root / "etc/mqtt-gateway" / name,
-                           service_config(_text(source, "config", name)), keep_existing=True)
+                           service_config(_text(source, "config", name)), keep_existing=True,
+                           mode=0o640 if name == "consumer.yaml" else 0o644,
+                           group=user if name == "consumer.yaml" else None)
                 for name in CONFIGS]
     actions += [FileAction(root / DOC_DIR / name, _text(source, *name.parts))
                 for name in doc_files(source)]
@@ -177,10 +184,55 @@ def apply(actions: list[FileAction], dry_run: bool) -> list[str]:
             action.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = action.path.with_name(action.path.name + ".tmp")
             tmp.write_text(action.text, encoding="utf-8")
-            tmp.chmod(0o644)
+            tmp.chmod(action.mode)
             os.replace(tmp, action.path)
         lines.append(f"{verb}write {action.path}")
     return lines
+
+
+def set_groups(actions: list[FileAction], root: Path, dry_run: bool) -> list[str]:
+    """Give the files of the plan that name a group (just written: still root's group) to
+    that group, once the service user exists; one line per file."""
+    lines = []
+    for action in actions:
+        if action.group is None or action.text is None:
+            continue
+        try:
+            st = action.path.stat()
+        except OSError:
+            continue  # a dry run
+        if st.st_gid != 0 or stat.S_IMODE(st.st_mode) != action.mode:
+            continue  # kept from before: the operator's
+        how = f"chgrp {action.group} {action.path.relative_to(root).as_posix()}"
+        if dry_run:
+            lines.append(f"would {how}")
+            continue
+        try:
+            os.chown(action.path, -1, _group_id(root, action.group))
+            lines.append(f"{how} (mode {action.mode:04o})")
+        except (KeyError, OSError):
+            lines.append(f"on the target: {how} (so that the service can read it; mode "
+                         f"{action.mode:04o})")
+    return lines
+
+
+def _group_id(root: Path, name: str) -> int:
+    """The id of group `name` on the system installed under `root`.
+
+    Raises:
+        KeyError: there is no such group (yet).
+    """
+    if root == Path("/"):
+        return grp.getgrnam(name).gr_gid
+    try:
+        lines = (root / "etc/group").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
+            return int(fields[2])
+    raise KeyError(name)
 
 
 def create_user(root: Path, dry_run: bool) -> str:

@@ -3,6 +3,8 @@
 Under systemd (stderr is the journal stream named in $JOURNAL_STREAM) the
 time is left out, because journald stamps each line itself, and each line
 starts with a syslog priority `<N>` so `journalctl -p warning` works.
+Every line goes through `mask_secrets` (gateway/core/redact.py): no password
+reaches the journal, whichever part of the program (or library) logged it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
+from gateway.core.redact import mask_secrets
+
 # syslog priorities (sd-daemon.h: SD_ERR "<3>", SD_WARNING "<4>", SD_INFO "<6>", SD_DEBUG "<7>")
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
             logging.DEBUG: 7}
 
 
 class _UtcFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
@@ -35,7 +42,8 @@ class JournalFormatter(logging.Formatter):
         """One record; continuation lines (a traceback) carry the same priority."""
         level = max((lv for lv in PRIORITY if lv <= record.levelno), default=logging.DEBUG)
         prefix = f"<{PRIORITY[level]}>"
-        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+        text = mask_secrets(super().format(record))
+        return "\n".join(prefix + line for line in text.split("\n"))
 
 
 def journal_stream(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.config.common import ListenAddress
-
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+from gateway.ops.scrape_server import ScrapeServer
 
 log = logging.getLogger("gateway.metrics")
 
@@ -89,17 +86,17 @@ class MetricsEndpoint:
         if kind != "histogram":
             raise ValueError(f"{histogram} is a {kind} in its table, not a histogram")
         self.histogram = Histogram(histogram, text, buckets=buckets, registry=self.registry)
-        self._server: WSGIServer | None = None
+        self._server: ScrapeServer | None = None
 
     def start(self) -> bool:
         """Listen; False (logged) when the address cannot be bound."""
         try:
-            self._server, _thread = start_http_server(self.listen.port, self.listen.host,
-                                                      registry=self.registry)
+            self._server = ScrapeServer(self.listen.host, self.listen.port, self.registry)
         except OSError as exc:
             log.error("metrics: cannot listen on %s: %s; running without the metrics endpoint",
                       self.listen, exc.strerror or exc)
             return False
+        self._server.serve_in_thread()
         log.info("metrics: Prometheus endpoint on http://%s/metrics", self.listen)
         return True
 

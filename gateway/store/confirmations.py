@@ -35,17 +35,31 @@ class Confirmations:
         return bool(self.held or self.marks or self.resend)
 
 
-def settle(conn: sqlite3.Connection, c: Confirmations) -> None:
-    """Apply confirmations, inside the caller's transaction."""
+_MARKED = "confirm = 1 AND epoch = ? AND device = ? AND stream = ? AND seq BETWEEN ? AND ?"
+
+
+def settle(conn: sqlite3.Connection, c: Confirmations) -> tuple[int, int]:
+    """Apply confirmations, inside the caller's transaction: (rows confirmed, marks that
+    covered rows the broker had not acknowledged)."""
+    confirmed = unacked = 0
     if c.held:
         now = time.time()
         conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?", [(now, i) for i in c.held])
+    # A mark deletes only rows the broker acknowledged (held above, or before): a forged
+    # confirmation cannot delete a reading the broker never took. A genuine mark that
+    # overtook the PUBACK of its row leaves that row; it is sent again after its timeout
+    # and confirmed again, which costs one resend. Marks go before the resends, so a row
+    # confirmed in the commit that finds it overdue is deleted, not sent again.
+    for mark in c.marks:
+        confirmed += conn.execute(f"DELETE FROM outbox WHERE {_MARKED} AND acked_at IS NOT NULL",
+                                  mark).rowcount
+        if conn.execute(f"SELECT 1 FROM outbox WHERE {_MARKED} AND acked_at IS NULL LIMIT 1",
+                        mark).fetchone() is not None:
+            unacked += 1
     if c.resend:
         conn.executemany("UPDATE outbox SET acked_at = NULL, resends = resends + 1 WHERE id = ?",
                          [(i,) for i in c.resend])
-    if c.marks:
-        conn.executemany("DELETE FROM outbox WHERE confirm = 1 AND epoch = ? AND device = ? "
-                         "AND stream = ? AND seq BETWEEN ? AND ?", c.marks)
+    return confirmed, unacked
 
 
 def due_for_resend(conn: sqlite3.Connection, now: float, timeout: float,

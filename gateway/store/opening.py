@@ -11,6 +11,7 @@ gets the reserve given back once (see `store_space.py`); anything else is a
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ def open_file(path: Path, now: float | None = None) -> OpenedFile:
     reserve = Reserve(reserve_path(path))
     aside: Path | None = None
     try:
+        if _emptied(path, reserve):
+            raise _Corrupt(f"it is empty (0 bytes) although the reserve {reserve.path} beside "
+                           "it shows a store was there: the readings it held are lost")
         conn, meta = _connect_with_room(path, reserve)
     except _Corrupt as bad:
         aside = move_aside(path, time.time() if now is None else now)
@@ -72,6 +76,15 @@ def open_file(path: Path, now: float | None = None) -> OpenedFile:
         raise StoreError(f"store {path} has schema version {meta.get('schema_version')}, "
                          f"this release reads {SCHEMA_VERSION}")
     return OpenedFile(conn, meta, reserve, aside)
+
+
+def _emptied(path: Path, reserve: Reserve) -> bool:
+    """True for a zero-length store file beside a reserve: a store that existed was
+    truncated (SQLite would take it for a new, empty database)."""
+    try:
+        return path.stat().st_size == 0 and os.path.lexists(reserve.path)
+    except OSError:
+        return False
 
 
 # Every commit writes each page it touches whole to the WAL, and again at the checkpoint:

@@ -113,6 +113,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self.disk = DiskSpace(conn, path, reserve or Reserve(reserve_path(path)), clock)
         self.recovered = 0  # times a corrupt store was moved aside (meta store_recovered)
+        self.confirmed = 0  # rows deleted by the consumer's confirmations (this run)
+        self.marks_unacked = 0  # marks covering rows the broker had not acknowledged
         self._unsaved: dict[StreamKey, int] = {}  # counters whose commit failed, to write again
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         # Checkpoints small enough for the reserve to cover (see space.py).
@@ -256,8 +258,7 @@ class Outbox:
                 )
             if deleted:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deleted])
-            if confirmations:
-                settle(conn, confirmations)
+            settled = settle(conn, confirmations) if confirmations else (0, 0)
             if seqs:
                 conn.executemany(_UPSERT_SEQUENCE,
                                  [(self.epoch, d, s, seq) for (d, s), seq in seqs.items()])
@@ -268,6 +269,8 @@ class Outbox:
                     [(*key, n) for key, n in drops.items()],
                 )
         self._unsaved.clear()
+        self.confirmed += settled[0]
+        self.marks_unacked += settled[1]
         for key, seq in last.items():
             while self.counters.last(key) < seq:
                 self.counters.next(key)

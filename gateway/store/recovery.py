@@ -172,7 +172,8 @@ def salvage(conn: sqlite3.Connection, path: Path, epoch: str, old: Path,
     finally:
         src.close()
     got = outcome[-1]
-    lost = ("an unknown number of them" if got.unbounded else
+    lost = ("an unknown number of them (counted as store_lost_unknown in `status`)"
+            if got.unbounded else
             f"{got.lost} (rowids in unreadable stretches plus damaged rows: an upper bound, "
             "counted as store_corrupt drops)")
     log.log(logging.WARNING if got.whole else logging.ERROR,
@@ -234,7 +235,11 @@ def _copy_salvage(conn: sqlite3.Connection, path: Path, epoch: str, src: sqlite3
         # The old file's count, or the files moved aside so far when its meta is gone too.
         asides = sum(1 for p in path.parent.glob(f"{glob.escape(path.name)}.corrupt-*")
                      if not p.name.endswith(("-wal", "-shm")))
-        set_meta(conn, "store_recovered", str(max(_old_recoveries(src) + 1, asides)))
+        set_meta(conn, "store_recovered",
+                 str(max(_old_count(src, "store_recovered") + 1, asides)))
+        if got.unbounded:  # how many readings were lost cannot be known: counted apart
+            set_meta(conn, "store_lost_unknown", str(_old_count(src, "store_lost_unknown") + 1))
+            set_meta(conn, "store_lost_unknown_last", str(old))
         set_meta(conn, "store_recovered_last", json.dumps(
             {"at": round(time.time(), 3), "moved_to": str(old), "salvaged": got.rows,
              "lost": None if got.unbounded else got.lost}, separators=(",", ":")))
@@ -252,10 +257,10 @@ def _insert_salvaged(conn: sqlite3.Connection, chunk: list[tuple[Any, ...]]) -> 
     return count
 
 
-def _old_recoveries(src: sqlite3.Connection) -> int:
-    """The old store's own `store_recovered` count, when it can be read."""
+def _old_count(src: sqlite3.Connection, key: str) -> int:
+    """A count the old store kept in its meta (`store_recovered`, ...), when it can be read."""
     try:
-        row = src.execute("SELECT value FROM meta WHERE key = 'store_recovered'").fetchone()
+        row = src.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row is not None else 0
     except (sqlite3.DatabaseError, ValueError, TypeError):
         return 0

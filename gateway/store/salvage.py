@@ -79,8 +79,8 @@ def salvage_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
     except sqlite3.DatabaseError:
         tally.unbounded = True
         return
-    if not present:
-        tally.unbounded = not _schema_readable(conn)
+    if not present:  # every store has the table: a file without it lost all it held
+        tally.unbounded = True
         return
     walk = _Walk(conn, table, columns, present, tally)
     hi = _last_rowid(conn, table)
@@ -164,10 +164,3 @@ def _last_rowid(conn: sqlite3.Connection, table: str) -> int | None:
             return int(row[0])
     return None
 
-
-def _schema_readable(conn: sqlite3.Connection) -> bool:
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-    except sqlite3.DatabaseError:
-        return False
-    return True

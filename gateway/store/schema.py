@@ -68,6 +68,10 @@ def create_schema(conn: sqlite3.Connection) -> None:
     # The resend scan of end-to-end confirmation looks only at held rows.
     conn.execute("CREATE INDEX IF NOT EXISTS outbox_held ON outbox(acked_at) "
                  "WHERE acked_at IS NOT NULL")
+    # A confirmation's range finds its rows through this one instead of a scan of the
+    # whole outbox per range (docs/security.md: what each protection costs).
+    conn.execute("CREATE INDEX IF NOT EXISTS outbox_confirm ON outbox(device, stream, seq) "
+                 "WHERE confirm = 1")
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -175,6 +175,54 @@ def test_a_file_of_random_bytes_is_moved_aside_and_a_new_store_starts(
         box.commit([reading(TEMP), reading(ALARM, qos=2)], [], [], Counter())
         assert seqs_by_stream(all_rows(box)) == {TEMP: [1], ALARM: [1]}
         assert meta(db)["store_recovered"] == "1"
+        assert meta(db)["store_lost_unknown"] == "1"
+        assert meta(db)["store_lost_unknown_last"] == str(aside)
+    finally:
+        box.close(clean=True)
+
+
+def test_a_zero_length_store_beside_its_reserve_is_a_loss_moved_aside_and_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`truncate -s 0` on a store: SQLite would take the file for a new database."""
+    db = tmp_path / "state" / "outbox.sqlite"
+    write_store(db, 30)
+    assert Path(f"{db}.reserve").exists()
+    os.truncate(db, 0)
+    with caplog.at_level(logging.WARNING, logger="gateway.store"):
+        box = open_outbox(db)
+    try:
+        aside = the_aside(db)
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(str(db) in e and "empty (0 bytes)" in e and str(aside) in e
+                   for e in errors), errors
+        assert any("an unknown number" in e for e in errors), errors
+        assert (meta(db)["store_recovered"], meta(db)["store_lost_unknown"]) == ("1", "1")
+        assert meta(db)["store_lost_unknown_last"] == str(aside)
+        assert not box.continued
+    finally:
+        box.close(clean=True)
+
+
+def test_a_zero_length_file_without_a_reserve_is_a_new_store(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.sqlite"
+    db.touch()
+    box = open_outbox(db)
+    try:
+        assert list(tmp_path.glob("*.corrupt-*")) == []
+        assert "store_lost_unknown" not in meta(db)
+    finally:
+        box.close(clean=True)
+
+
+def test_a_store_cut_short_is_counted_as_a_loss_of_unknown_size(tmp_path: Path) -> None:
+    """Truncated to its first pages (the header survives): the rest cannot be counted."""
+    db = tmp_path / "outbox.sqlite"
+    write_store(db, 600)
+    os.truncate(db, 4096)
+    box = open_outbox(db)
+    try:
+        aside = the_aside(db)
+        assert meta(db)["store_lost_unknown_last"] == str(aside)
     finally:
         box.close(clean=True)
 

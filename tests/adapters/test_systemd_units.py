@@ -8,7 +8,9 @@ ExecStart binary to exist, and there it does).
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +97,8 @@ def test_install_writes_units_user_and_configs_and_never_overwrites_a_config(
     consumer_yaml = tmp_path / "etc/mqtt-gateway/consumer.yaml"
     assert "database: /var/lib/mqtt-gateway-consumer/consumer.sqlite" in consumer_yaml.read_text()
     assert cli("check", "--config", str(consumer_yaml)).returncode == 0
+    assert stat.S_IMODE(consumer_yaml.stat().st_mode) == 0o640  # it may hold a database URL
+    assert stat.S_IMODE(gateway_yaml.stat().st_mode) == 0o644
     if shutil.which("systemd-sysusers"):
         passwd = (tmp_path / "etc/passwd").read_text()
         assert passwd.startswith("mqtt-gateway:x:") or "\nmqtt-gateway:x:" in passwd
@@ -102,6 +106,10 @@ def test_install_writes_units_user_and_configs_and_never_overwrites_a_config(
         for group in ("dialout", "gpio"):
             line = next(g for g in groups.splitlines() if g.startswith(f"{group}:"))
             assert line.endswith("mqtt-gateway")
+        own = next(g for g in groups.splitlines() if g.startswith("mqtt-gateway:"))
+        if os.geteuid() == 0:
+            assert consumer_yaml.stat().st_gid == int(own.split(":")[2])
+        assert "chgrp mqtt-gateway etc/mqtt-gateway/consumer.yaml" in done.stdout
     for step in ("systemctl daemon-reload", "systemctl enable --now mqtt-gateway",
                  "journalctl -u mqtt-gateway", "systemctl status mqtt-gateway"):
         assert step in done.stdout
@@ -180,3 +188,10 @@ def test_usage_errors_exit_2_with_a_message(args: tuple[str, ...]) -> None:
     assert done.returncode == 2
     assert "error:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_unit_bounds_its_descriptors(unit: str) -> None:
+    """The metrics endpoint holds at most 17 descriptors; the limit says what the rest get."""
+    lines = (REPO / "systemd" / unit).read_text().splitlines()
+    assert "LimitNOFILE=1024" in lines

@@ -131,7 +131,7 @@ CASES = [
     Case("url-http-scheme", section("broker", "url: http://broker:1883"), 12, "broker.url",
          ("mqtt://host:1883",), ("'http://broker:1883'",), "mqtt:// or mqtts://"),
     Case("url-with-credentials", section("broker", "url: mqtt://user:pw@broker"), 12,
-         "broker.url", ("a URL",), ("'mqtt://user:pw@broker'",),
+         "broker.url", ("a URL",), ("'mqtt://user:***@broker'",),
          "credentials do not belong in the URL"),
     Case("url-port-too-big", section("broker", "url: mqtt://broker:99999"), 12, "broker.url",
          ("a URL",), ("'mqtt://broker:99999'",), "port is not a number from 1 to 65535"),

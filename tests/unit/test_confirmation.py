@@ -9,9 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.confirmation import (
+    MAX_CONFIRM_BYTES,
+    MAX_CONFIRM_RANGES,
     Mark,
+    Undecodable,
     confirm_topic,
     decode_marks,
+    encode_confirmations,
     encode_marks,
     is_confirm_topic,
     prefix_of,
@@ -41,13 +45,45 @@ def test_codec_round_trip() -> None:
 
 
 def test_bad_confirmations_say_why() -> None:
-    assert decode_marks(b"{nope") == "not JSON"
-    assert decode_marks(b'{"v": 2, "gateway": "g", "marks": []}') == "not a version 1 confirmation"
-    assert decode_marks(b'{"v": 1, "marks": []}') == "missing gateway or marks"
+    def undecodable(detail: str) -> Undecodable:
+        return Undecodable("confirm_undecodable", detail)
+    assert decode_marks(b"{nope") == undecodable("not JSON")
+    assert decode_marks(b'{"v": 2, "gateway": "g", "marks": []}') == undecodable(
+        "not a version 1 confirmation")
+    assert decode_marks(b'{"v": 1, "marks": []}') == undecodable("missing gateway or marks")
     for bad in ('["E", "d", "s", 0, 1]', '["E", "d", "s", 1, true]', '["E", "d", 5, 1, 2]',
                 '["", "d", "s", 1, 1]', '["E", "d", "s", 5, 4]', '["E", "d", "s", 3]'):
         payload = f'{{"v": 1, "gateway": "g", "marks": [{bad}]}}'.encode()
-        assert decode_marks(payload) == "a mark is not [epoch, device, stream, first, last]", bad
+        assert decode_marks(payload) == undecodable(
+            "a mark is not [epoch, device, stream, first, last]"), bad
+
+
+def test_an_oversized_confirmation_is_refused_before_it_is_parsed() -> None:
+    """126 MB of JSON took the event loop 23 s to parse; the length alone refuses it now."""
+    huge = b"[" * (MAX_CONFIRM_BYTES + 1)  # would raise RecursionError if it were parsed
+    refused = decode_marks(huge)
+    assert isinstance(refused, Undecodable) and refused.reason == "confirm_too_large", refused
+
+
+def test_a_confirmation_with_too_many_ranges_is_refused() -> None:
+    marks = [Mark("E", "d", "s", 2 * i + 1, 2 * i + 1) for i in range(MAX_CONFIRM_RANGES + 1)]
+    payload = encode_marks("g", marks)
+    assert len(payload) <= MAX_CONFIRM_BYTES
+    refused = decode_marks(payload)
+    assert isinstance(refused, Undecodable) and refused.reason == "confirm_too_many_ranges"
+    assert decode_marks(encode_marks("g", marks[:MAX_CONFIRM_RANGES])) == (
+        "g", marks[:MAX_CONFIRM_RANGES])
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=300), st.integers(1, 2**63 - 1)),
+                max_size=3000))
+def test_the_consumer_splits_confirmations_within_the_bounds(
+        items: list[tuple[str, int]]) -> None:
+    marks = [Mark("E" * 30, device, "stream", seq, seq) for device, seq in items]
+    payloads = encode_confirmations("gw-1", marks)
+    decoded = [decode_marks(p) for p in payloads]
+    assert all(len(p) <= MAX_CONFIRM_BYTES for p in payloads)
+    assert [m for d in decoded if isinstance(d, tuple) for m in d[1]] == marks
 
 
 @given(st.binary(max_size=200))

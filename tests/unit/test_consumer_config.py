@@ -85,7 +85,7 @@ BAD = [
     ("http-url", edit("mqtt://127.0.0.1:1883", "http://127.0.0.1:1883"), 3, "broker.url",
      "mqtt://host:1883", "'http://127.0.0.1:1883'", "the scheme must be mqtt:// or mqtts://"),
     ("url-with-credentials", edit("mqtt://127.0.0.1", "mqtt://u:pw@127.0.0.1"), 3, "broker.url",
-     "a URL", "'mqtt://u:pw@127.0.0.1:1883'", "credentials"),
+     "a URL", "'mqtt://u:***@127.0.0.1:1883'", "credentials"),
     ("unknown-top-level-key", GOOD + "databse: x.sqlite\n", 7, "databse", "known keys",
      "unknown key 'databse'", "did you mean 'database'?"),
     ("unknown-broker-key", edit("  subscribe: gw/#\n", "  subscribe: gw/#\n  subscrib: x\n"), 6,

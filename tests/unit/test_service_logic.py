@@ -202,6 +202,7 @@ def test_relative_files_are_found_in_the_credentials_directory_else_beside_the_c
 
 def test_password_file_is_read_and_never_shown(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("hunter2-secret\n")
+    (tmp_path / "pw").chmod(0o600)
     config = gateway(tmp_path, broker="  username: edge\n  password_file: pw\n")
     secrets = load_secrets(config.broker.credentials, {})
     assert secrets == BrokerSecrets("edge", "hunter2-secret", None)
