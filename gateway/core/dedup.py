@@ -73,3 +73,24 @@ class StreamCounters:
             duplicates=self.duplicates + delta.duplicates,
             before_first=self.before_first + below,
         )
+
+
+def seq_jumps(streams_seqs: Iterable[tuple[StreamId, int]], stored_max: dict[StreamId, int],
+              bound: int) -> set[int]:
+    """Positions of the readings whose seq lies more than `bound` beyond their stream's
+    highest seq so far (the stored `max_seq` and the seqs of the batch let in below it).
+
+    First contact has no bound: a stream never seen starts at the lowest seq the batch
+    brings of it, so a first batch of [1, 2, 2^63-1] keeps 1 and 2. The seqs of a stream
+    are taken in ascending order, so the outcome does not depend on arrival order.
+    """
+    items = list(streams_seqs)
+    high = dict(stored_max)
+    jumps: set[int] = set()
+    for position, (stream, seq) in sorted(enumerate(items), key=lambda item: item[1]):
+        top = high.get(stream)
+        if top is not None and seq > top + bound:
+            jumps.add(position)
+        else:
+            high[stream] = seq if top is None else max(top, seq)
+    return jumps

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.core.strict_json import loads_strict
+from gateway.core.strict_json import loads_strict, nesting_exceeds
 
 JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
 
 WIRE_VERSION = 1
 MAX_SEQ = 2**63 - 1
+MAX_DEPTH = 32  # nesting of arrays and objects in a payload, the envelope included
 _REQUIRED_TEXT = ("gateway", "epoch", "device", "stream")
 
 
@@ -136,6 +137,8 @@ def decode(payload: bytes) -> Envelope | Undecodable:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return Undecodable("invalid_utf8", "payload is not UTF-8")
+    if nesting_exceeds(text, MAX_DEPTH):
+        return Undecodable("too_deep", f"arrays and objects nest deeper than {MAX_DEPTH}")
     try:
         body = loads_strict(text)
     except json.JSONDecodeError as exc:

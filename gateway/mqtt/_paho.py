@@ -129,12 +129,16 @@ def new_client(client_id: str, *, manual_ack: bool, tls: bool,
     return client
 
 
-def connect_properties(session_expiry: int, receive_maximum: int | None) -> Properties:
-    """The CONNECT properties: the session expiry, and the Receive Maximum when set."""
+def connect_properties(session_expiry: int, receive_maximum: int | None,
+                       maximum_packet: int | None = None) -> Properties:
+    """The CONNECT properties: the session expiry, and the Receive Maximum and the Maximum
+    Packet Size (which the broker must not exceed: it drops a larger message) when set."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry
     if receive_maximum is not None:
         props.ReceiveMaximum = receive_maximum
+    if maximum_packet is not None:
+        props.MaximumPacketSize = maximum_packet
     return props
 
 

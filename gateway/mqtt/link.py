@@ -68,6 +68,7 @@ class MqttLink:
         clean_first: bool,
         manual_ack: bool = False,
         receive_maximum: int | None = None,
+        maximum_packet: int | None = None,
         secrets: BrokerSecrets | None = None,
     ) -> None:
         self.address = address
@@ -76,6 +77,7 @@ class MqttLink:
         self._session_expiry = session_expiry
         self._clean_first = clean_first
         self._receive_maximum = receive_maximum
+        self._maximum_packet = maximum_packet
         self.connected = False
         self.refused = False  # the last attempt reached the broker and was turned away
         # Counts CONNACKs, bumped inside paho's callback: a message is tagged
@@ -144,7 +146,8 @@ class MqttLink:
         self.client.preconnected = sock
         try:
             if not self._started:
-                props = _paho.connect_properties(self._session_expiry, self._receive_maximum)
+                props = _paho.connect_properties(self._session_expiry, self._receive_maximum,
+                                                 self._maximum_packet)
                 self.client.connect(
                     self.address.host, self.address.port, self.keepalive,
                     clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY if self._clean_first else False,
