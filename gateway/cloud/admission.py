@@ -10,6 +10,7 @@ says, which is what a broker ACL such as `pattern write gw/%c/+/+` controls).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -28,12 +29,17 @@ class Refusal:
     reason: str
     detail: str
     excerpt: str
+    digest: bytes = b""  # of the whole payload: tells redelivered copies from other payloads
 
 
 def excerpt(payload: bytes | bytearray, limit: int = EXCERPT_CHARS) -> str:
     """The start of a payload as ASCII text (escapes for anything else, NUL included)."""
     text = payload[:limit].decode("utf-8", "backslashreplace")
     return json.dumps(text)[1:-1][:limit]
+
+
+def _digest(payload: bytes | bytearray) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
 
 
 def name_problem(env: Envelope) -> str | None:
@@ -53,13 +59,13 @@ def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payl
     shown = topic[:_TOPIC_CHARS]
     if len(payload) > max_payload:
         return Refusal(shown, "too_large", f"{len(payload)} bytes, over max_payload "
-                       f"{max_payload}", excerpt(payload, 128))
+                       f"{max_payload}", excerpt(payload, 128), _digest(payload))
     decoded = decode(payload if isinstance(payload, bytes) else bytes(payload))
     if isinstance(decoded, Undecodable):
-        return Refusal(shown, decoded.reason, decoded.detail, excerpt(payload))
+        return Refusal(shown, decoded.reason, decoded.detail, excerpt(payload), _digest(payload))
     problem = name_problem(decoded)
     if problem is not None:
-        return Refusal(shown, "bad_name", problem, excerpt(payload))
+        return Refusal(shown, "bad_name", problem, excerpt(payload), _digest(payload))
     named = topics.identity(topic)
     carried = (decoded.gateway, decoded.device, decoded.stream)
     if named != carried:
@@ -67,5 +73,5 @@ def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payl
                   "the topic names gateway={}, device={}, stream={}".format(*named))
         return Refusal(shown, "topic_mismatch", f"{detail}; the payload says gateway="
                        f"{carried[0]}, device={carried[1]}, stream={carried[2]}",
-                       excerpt(payload))
+                       excerpt(payload), _digest(payload))
     return decoded

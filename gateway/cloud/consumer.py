@@ -138,7 +138,7 @@ class Consumer:
             return
         item = admit(topic, message.payload, self.config.topics, self.config.max_payload)
         if isinstance(item, Refusal):
-            self._note_reject(item.reason, f"topic={item.topic} payload refused: {item.reason}: "
+            self._note_reject(item.reason, f"topic={item.topic} payload skipped: {item.reason}: "
                               f"{item.detail}")
         ack = Ack(message.mid, message.qos, self.link.generation) if message.qos > 0 else None
         self._inbox.add(ack, topic, item)
@@ -191,7 +191,7 @@ class Consumer:
         for reason, env in stored.skipped:
             if reason != "database_refused":  # logged above, each one
                 self._note_reject(reason, f"topic={inbox.topic_of(env)} seq={env.seq}: reading "
-                                  f"refused: {reason}: " + _SKIP_DETAIL.get(reason, ""))
+                                  f"skipped: {reason}: " + _SKIP_DETAIL.get(reason, ""))
         skipped = {identity(env) for _, env in stored.skipped}
         return [env for env in readings if identity(env) not in skipped]
 
@@ -225,9 +225,9 @@ class Consumer:
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - any database error: keep the batch, retry
                 delay = backoff.next_delay()
-                log.error("database %s: commit failed (%s); %d messages kept unacknowledged, "
-                          "retrying in %.1fs", self.config.database_label,
-                          mask_passwords(str(exc)), self._inbox.copies, delay)
+                log.error("database %s: commit failed (%s); %d messages (%d distinct) kept "
+                          "unacknowledged, retrying in %.1fs", self.config.database_label,
+                          mask_passwords(str(exc)), self._inbox.copies, len(self._inbox), delay)
                 await asyncio.sleep(delay)
 
     async def _summaries(self) -> None:

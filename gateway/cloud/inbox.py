@@ -47,7 +47,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self.readings: dict[Identity, Held] = {}
-        self.refused: dict[tuple[str, str, str], tuple[Refusal, list[Ack]]] = {}
+        self.refused: dict[tuple[str, bytes], tuple[Refusal, list[Ack]]] = {}
         self.copies = 0  # messages added, every copy counted
 
     def __len__(self) -> int:
@@ -57,7 +57,7 @@ class Inbox:
         """Hold one message; `ack` is None for QoS 0."""
         self.copies += 1
         if isinstance(item, Refusal):
-            key = (item.topic, item.reason, item.excerpt)
+            key = (item.topic, item.digest)
             acks = self.refused.setdefault(key, (item, []))[1]
         else:
             held = self.readings.get(identity(item))
