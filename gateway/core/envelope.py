@@ -109,7 +109,8 @@ def json_safe(value: Any) -> bool:
 
     Rejects what `encode` would fail on: NaN or infinity, strings and keys
     that are not valid Unicode (lone surrogates, which a JSON line can carry
-    as an escape), non-string keys, and nesting deeper than the encoder can go.
+    as an escape), non-string keys; and nesting the consumer refuses
+    (`MAX_DEPTH` with the envelope).
     """
     kind = type(value)
     if value is None or kind is bool or kind is int:
@@ -123,11 +124,26 @@ def json_safe(value: Any) -> bool:
         except UnicodeEncodeError:
             return False
         return True
+    if _nesting(value) >= MAX_DEPTH:  # the envelope around it is one more level
+        return False
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
     except (ValueError, TypeError, RecursionError):
         return False
     return True
+
+
+def _nesting(value: Any) -> int:
+    """How deep arrays and objects nest in `value` (0 for a scalar), counted up to MAX_DEPTH."""
+    depth, level = 0, [value]
+    while depth < MAX_DEPTH:
+        containers = [item for item in level if isinstance(item, list | dict)]
+        if not containers:
+            break
+        depth += 1
+        level = [inner for item in containers
+                 for inner in (item.values() if isinstance(item, dict) else item)]
+    return depth
 
 
 
