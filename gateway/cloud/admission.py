@@ -56,7 +56,7 @@ def name_problem(env: Envelope) -> str | None:
 def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payload: int
           ) -> Envelope | Refusal:
     """The reading a message carries, or why it is refused."""
-    shown = topic[:_TOPIC_CHARS]
+    shown = json.dumps(topic[:_TOPIC_CHARS])[1:-1]  # one log line, whatever the topic holds
     if len(payload) > max_payload:
         return Refusal(shown, "too_large", f"{len(payload)} bytes, over max_payload "
                        f"{max_payload}", excerpt(payload, 128), _digest(payload))

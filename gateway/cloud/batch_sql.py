@@ -60,15 +60,27 @@ def _identity(env: Envelope) -> StreamId:
 
 
 def drop_seq_jumps(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]], bound: int
-                   ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], list[Envelope]]:
-    """The rows within `bound` of their stream's max_seq, and the readings beyond it."""
+                   ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], list[Envelope],
+                              dict[StreamId, int | None]]:
+    """The rows within `bound` of their stream's max_seq, the readings beyond it, and the
+    refused jumps to remember per stream (`seq_jumps`)."""
     keys = sorted({_identity(env) for env, _ in rows})
-    stored = {key: c.max_seq for key, c in _select_counters(d, keys, "").items() if c.first_seq}
-    jumps = seq_jumps(((_identity(env), env.seq) for env, _ in rows), stored, bound)
-    if not jumps:
-        return rows, []
-    kept = [row for position, row in enumerate(rows) if position not in jumps]
-    return kept, [rows[position][0] for position in sorted(jumps)]
+    stored: dict[StreamId, int] = {}
+    jumps: dict[StreamId, int] = {}
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start:start + _KEYS_PER_SELECT]
+        values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+        cursor = d.run(f"SELECT {KEY}, max_seq, jump_seq FROM stream_counters WHERE "
+                       f"({KEY}) IN (VALUES {values}) AND first_seq > 0",
+                       [part for key in chunk for part in key])
+        for *key, high, jump in cursor.fetchall():
+            stored[tuple(key)] = int(high)
+            if jump is not None:
+                jumps[tuple(key)] = int(jump)
+    refused, remember = seq_jumps(((_identity(env), env.seq) for env, _ in rows), stored, bound,
+                                  jumps)
+    kept = [row for position, row in enumerate(rows) if position not in refused]
+    return kept, [rows[position][0] for position in sorted(refused)], remember
 
 
 def update_counters(d: Dialect, outcomes: list[tuple[StreamId, int, bool]],
@@ -115,7 +127,7 @@ def write_batch(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]],
                 max_seq_jump: int) -> tuple[list[tuple[StreamId, int, bool]], list[Envelope]]:
     """The body of a batch's transaction: (stream, seq, fresh) per reading inserted, and the
     readings refused as seq jumps (counted in `rejects`)."""
-    rows, jumped = drop_seq_jumps(d, rows, max_seq_jump)
+    rows, jumped, remember = drop_seq_jumps(d, rows, max_seq_jump)
     if jumped:
         rejects["seq_jump"] += len(jumped)
     outcomes: list[tuple[StreamId, int, bool]] = []
@@ -123,6 +135,9 @@ def write_batch(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]],
         cursor = d.run(d.insert_reading, row)
         outcomes.append((_identity(env), env.seq, cursor.rowcount == 1))
     update_counters(d, outcomes, newest([env for env, _ in rows]), received_at)
+    for key, jump in sorted(remember.items()):
+        d.run(f"UPDATE stream_counters SET jump_seq = ? WHERE ({KEY}) = (?, ?, ?, ?)",
+              (jump, *key))
     for reason, count in sorted(rejects.items()):
         d.run("INSERT INTO consumer_rejects AS r (reason, count) VALUES (?, ?) "
               "ON CONFLICT (reason) DO UPDATE SET count = r.count + excluded.count",

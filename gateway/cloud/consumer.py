@@ -145,11 +145,6 @@ class Consumer:
         if len(self._inbox) >= self.config.commit_batch:
             self._commit_now.set()
 
-    @property
-    def held(self) -> tuple[int, int]:
-        """(distinct readings and refusals, message copies) waiting for the commit."""
-        return len(self._inbox), self._inbox.copies
-
     def commit(self) -> None:
         """Store the batch, then acknowledge every copy of it and confirm what is stored.
 

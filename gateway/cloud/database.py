@@ -35,6 +35,7 @@ _ADDED_COUNTER_COLUMNS = (
     ("before_first", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
     ("last_seen", "TEXT", "TIMESTAMPTZ"),
     ("lag_s", "REAL", "DOUBLE PRECISION"),
+    ("jump_seq", "INTEGER", "BIGINT"),  # the last seq refused as a jump, until the stream goes on
 )
 _REJECTED_TABLE = ("CREATE TABLE IF NOT EXISTS rejected_payloads (topic TEXT NOT NULL, "
                    "payload TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, "

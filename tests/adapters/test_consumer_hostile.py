@@ -122,6 +122,20 @@ def test_first_contact_has_no_seq_bound(backend: Backend, db: ReadingsDB) -> Non
     assert rejects(backend) == {"seq_jump": 1}
 
 
+def test_a_stream_that_goes_on_after_a_jump_is_stored_again(backend: Backend,
+                                                            db: ReadingsDB) -> None:
+    """More than max_seq_jump at-most-once readings lost: the first after them is refused,
+    the stream goes on from the next, and the lost ones are gaps."""
+    assert db.store_batch([env(1), env(2)], Counter()) == (2, 0)
+    assert db.store_batch([env(1_500_000)], Counter()) == (0, 0)
+    assert db.store_batch([env(1_500_000)], Counter()) == (0, 0), "a redelivered copy"
+    assert db.store_batch([env(1_500_001), env(1_500_002)], Counter()) == (2, 0)
+    assert db.store_batch([env(1_500_003)], Counter()) == (1, 0)
+    assert rejects(backend) == {"seq_jump": 2}
+    assert counters(backend) == (1_500_003, 5, 0, 1_499_998)
+    assert backend.query("SELECT jump_seq FROM stream_counters") == [(None,)]
+
+
 def test_the_gap_total_does_not_overflow(backend: Backend, db: ReadingsDB) -> None:
     db.store_batch([env(1, stream=s) for s in "abc"], Counter())
     huge = 2**62

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,23 +151,41 @@ S = ("gw-1", "E1", "climate", "temperature")
 H = ("gw-1", "E1", "climate", "humidity")
 
 
+def jumps(items: list[tuple[tuple[str, str, str, str], int]], stored: dict[Any, int],
+          bound: int, last: dict[Any, int] | None = None) -> set[int]:
+    return seq_jumps(items, stored, bound, last)[0]
+
+
 def test_a_seq_more_than_the_bound_beyond_max_seq_is_a_jump() -> None:
-    assert seq_jumps([(S, 11), (S, 23)], {S: 1}, 10) == {1}
-    assert seq_jumps([(S, 12)], {S: 1}, 10) == {0}
-    assert seq_jumps([(S, 2**63 - 1), (S, 3)], {S: 2}, 1_000_000) == {0}
+    assert jumps([(S, 11), (S, 23)], {S: 1}, 10) == {1}
+    assert jumps([(S, 12)], {S: 1}, 10) == {0}
+    assert seq_jumps([(S, 2**63 - 1), (S, 3)], {S: 2}, 1_000_000) == ({0}, {S: 2**63 - 1})
 
 
 def test_first_contact_has_no_bound_and_starts_at_the_lowest_seq() -> None:
-    assert seq_jumps([(S, 2**63 - 1)], {}, 10) == set()
-    assert seq_jumps([(S, 2**63 - 1), (S, 1), (S, 2)], {}, 10) == {0}
-    assert seq_jumps([(S, 50), (H, 5)], {H: 1}, 10) == set()
+    assert jumps([(S, 2**63 - 1)], {}, 10) == set()
+    assert jumps([(S, 2**63 - 1), (S, 1), (S, 2)], {}, 10) == {0}
+    assert jumps([(S, 50), (H, 5)], {H: 1}, 10) == set()
 
 
 def test_the_seq_bound_does_not_depend_on_arrival_order() -> None:
     seqs = [1, 8, 15, 22, 40]
-    forward = seq_jumps([(S, s) for s in seqs], {}, 10)
-    backward = seq_jumps([(S, s) for s in reversed(seqs)], {}, 10)
+    forward = jumps([(S, s) for s in seqs], {}, 10)
+    backward = jumps([(S, s) for s in reversed(seqs)], {}, 10)
     assert forward == {4} and backward == {0}  # seq 40 either way
+
+
+def test_a_stream_that_goes_on_after_a_jump_is_let_in() -> None:
+    """More than `bound` at-most-once readings lost must not stop the stream for good:
+    the first reading past the jump is refused, the next one near it lets the stream on."""
+    assert seq_jumps([(S, 500)], {S: 10}, 100) == ({0}, {S: 500})
+    assert seq_jumps([(S, 501), (S, 502)], {S: 10}, 100, {S: 500}) == (set(), {S: None})
+    assert seq_jumps([(S, 500), (S, 501)], {S: 10}, 100) == ({0}, {S: None}), "in one batch"
+
+
+def test_a_redelivered_jump_does_not_let_itself_in() -> None:
+    assert seq_jumps([(S, 2**63 - 1)], {S: 10}, 100, {S: 2**63 - 1}) == ({0}, {S: 2**63 - 1})
+    assert seq_jumps([(S, 5000)], {S: 10}, 100, {S: 500}) == ({0}, {S: 5000}), "too far"
 
 
 # -- the batch held once per identity -----------------------------------------------
@@ -265,3 +284,8 @@ def test_bad_values_are_config_errors(tmp_path: Path, extra: str, key: str) -> N
 
 def test_decode_alone_still_reads_a_reading() -> None:
     assert decode(encode(env())) == env()
+
+
+def test_a_topic_is_shown_on_one_line() -> None:
+    refusal = admit("gw/x\nFAKE LOG LINE/d/s", b"junk", DEFAULT, LIMIT)
+    assert isinstance(refusal, Refusal) and "\n" not in refusal.topic
