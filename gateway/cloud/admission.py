@@ -38,6 +38,13 @@ def excerpt(payload: bytes | bytearray, limit: int = EXCERPT_CHARS) -> str:
     return json.dumps(text)[1:-1][:limit]
 
 
+def clean(text: str) -> str:
+    """`text` as it may go into a log line and a database: no NUL, no lone surrogate, no
+    line break (each escaped)."""
+    return (text.encode("utf-8", "backslashreplace").decode("utf-8")
+            .replace("\x00", "\\x00").replace("\n", "\\n").replace("\r", "\\r"))
+
+
 def _digest(payload: bytes | bytearray) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
@@ -47,9 +54,17 @@ def name_problem(env: Envelope) -> str | None:
     if not GATEWAY_ID.fullmatch(env.gateway):
         return f"gateway {env.gateway[:64]!r} is not 1-64 letters, digits, '-' or '_'"
     for field, value in (("epoch", env.epoch), ("device", env.device), ("stream", env.stream)):
-        problem = segment_problem(value)
+        problem = segment_problem(value) or _unicode_problem(value)
         if problem is not None:
             return f"{field} {value[:64]!r}{'...' if len(value) > 64 else ''}: {problem}"
+    return None
+
+
+def _unicode_problem(value: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid Unicode (a lone surrogate)"
     return None
 
 
@@ -62,16 +77,17 @@ def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payl
                        f"{max_payload}", excerpt(payload, 128), _digest(payload))
     decoded = decode(payload if isinstance(payload, bytes) else bytes(payload))
     if isinstance(decoded, Undecodable):
-        return Refusal(shown, decoded.reason, decoded.detail, excerpt(payload), _digest(payload))
+        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload),
+                       _digest(payload))
     problem = name_problem(decoded)
     if problem is not None:
-        return Refusal(shown, "bad_name", problem, excerpt(payload), _digest(payload))
+        return Refusal(shown, "bad_name", clean(problem), excerpt(payload), _digest(payload))
     named = topics.identity(topic)
     carried = (decoded.gateway, decoded.device, decoded.stream)
     if named != carried:
         detail = (f"the topic does not match {topics.template}" if named is None else
                   "the topic names gateway={}, device={}, stream={}".format(*named))
-        return Refusal(shown, "topic_mismatch", f"{detail}; the payload says gateway="
-                       f"{carried[0]}, device={carried[1]}, stream={carried[2]}",
+        return Refusal(shown, "topic_mismatch", clean(f"{detail}; the payload says gateway="
+                       f"{carried[0]}, device={carried[1]}, stream={carried[2]}"),
                        excerpt(payload), _digest(payload))
     return decoded

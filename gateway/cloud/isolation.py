@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.cloud.admission import EXCERPT_CHARS, Refusal
+from gateway.cloud.admission import EXCERPT_CHARS, Refusal, clean
 from gateway.cloud.database import ReadingsDB
 from gateway.config.consumer_config import mask_passwords
 from gateway.core.envelope import Envelope, format_ts
@@ -42,7 +42,7 @@ def reason_of(exc: BaseException) -> str:
     """One line for `rejected_payloads.detail` and the log."""
     first = (str(exc).splitlines() or [""])[0]
     code = getattr(exc, "sqlstate", None)
-    return mask_passwords(f"{type(exc).__name__}{f' {code}' if code else ''}: {first}")[:300]
+    return clean(mask_passwords(f"{type(exc).__name__}{f' {code}' if code else ''}: {first}"))[:300]
 
 
 def reading_excerpt(env: Envelope) -> str:

@@ -289,3 +289,16 @@ def test_decode_alone_still_reads_a_reading() -> None:
 def test_a_topic_is_shown_on_one_line() -> None:
     refusal = admit("gw/x\nFAKE LOG LINE/d/s", b"junk", DEFAULT, LIMIT)
     assert isinstance(refusal, Refusal) and "\n" not in refusal.topic
+
+
+@pytest.mark.parametrize(("topic", "fields"), [
+    ("gw/gw-1/climate/temperature", {"device": "cli\ud83dmate"}),
+    ("gw/gw-1/climate/temperature", {"gateway": "gw-1", "stream": "temperature\udfff"}),
+])
+def test_details_of_a_refusal_can_be_logged_and_stored(topic: str,
+                                                       fields: dict[str, object]) -> None:
+    refusal = admit(topic, json.dumps({**json.loads(encode(env())), **fields}).encode(),
+                    DEFAULT, LIMIT)
+    assert isinstance(refusal, Refusal)
+    refusal.detail.encode("utf-8")  # no lone surrogate left
+    assert "\x00" not in refusal.detail and "\n" not in refusal.detail
