@@ -8,6 +8,13 @@ dies before committing would lose it (the broker only resends the PUBREL).
 QoS 1 redelivers the message itself, and dedup by identity makes the
 second copy harmless. A persistent session (stable client id, no clean
 start, long session expiry) keeps messages queued while the consumer is down.
+
+Each message is checked as it arrives (gateway.cloud.admission: its size,
+its envelope, its names, and that it carries the identity its topic names);
+a refused one is counted, kept in `rejected_payloads` and acknowledged with
+the batch. A row the database still refuses is isolated from its batch
+(gateway.cloud.isolation); a database that is down keeps the whole batch
+unacknowledged and the commit is retried with backoff.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.cloud.admission import Refusal, admit
 from gateway.cloud.database import ReadingsDB, open_readings_db
+from gateway.cloud.inbox import Ack, Inbox, identity
+from gateway.cloud.isolation import Stored, store_isolating
 from gateway.cloud.snapshot import ConsumerSnapshot
 from gateway.config.consumer_config import ConsumerConfig, mask_passwords
 from gateway.config.credentials import BrokerSecrets
@@ -37,7 +46,8 @@ from gateway.core.confirmation import (
     prefix_of,
     ranges,
 )
-from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.core.envelope import Envelope
+from gateway.core.topics import MAX_TOPIC_BYTES
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
@@ -48,15 +58,11 @@ SUBSCRIBE_QOS = 1
 RECEIVE_MAXIMUM = 1000  # unacknowledged QoS 1 messages the broker may send us at once
 HELD_BATCHES = 4  # while the database is down, QoS 0 messages past this many batches are dropped
 RESUBSCRIBE_DELAY = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Inbound:
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    connection: int
+# The Maximum Packet Size the consumer asks of the broker, in max_payloads: a payload up to
+# this is received, refused and counted (`too_large`); the broker drops a larger one unsent.
+PACKET_PAYLOADS = 4
+_SKIP_DETAIL = {"bad_field": "text the database cannot store (NUL or a lone surrogate)",
+                "seq_jump": "too far beyond the stream's highest seq (max_seq_jump)"}
 
 
 class Consumer:
@@ -70,12 +76,13 @@ class Consumer:
                              session_expiry=config.session_expiry, clean_first=False,
                              manual_ack=True,
                              receive_maximum=min(config.commit_batch, RECEIVE_MAXIMUM),
-                             secrets=secrets)
+                             max_packet_size=PACKET_PAYLOADS * config.max_payload
+                             + MAX_TOPIC_BYTES + 1024, secrets=secrets)
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.link.on_message = self._on_message
         self.link.on_subscribe = self._on_subscribe
-        self._batch: list[_Inbound] = []
+        self._inbox = Inbox()
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
         self._overflow = 0
@@ -124,54 +131,64 @@ class Consumer:
             if message.qos > 0:
                 self.link.ack(message.mid, message.qos)
             return
-        if message.qos == 0 and len(self._batch) >= HELD_BATCHES * self.config.commit_batch:
+        if message.qos == 0 and len(self._inbox) >= HELD_BATCHES * self.config.commit_batch:
             # The database is not keeping up (or down). QoS 1 is bounded by our
             # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
             self._overflow += 1
             return
-        self._batch.append(_Inbound(message.mid, message.qos, topic, bytes(message.payload),
-                                    self.link.generation))
-        if len(self._batch) >= self.config.commit_batch:
+        item = admit(topic, message.payload, self.config.topics, self.config.max_payload)
+        if isinstance(item, Refusal):
+            self._note_reject(item.reason, f"topic={item.topic} payload skipped: {item.reason}: "
+                              f"{item.detail}")
+        ack = Ack(message.mid, message.qos, self.link.generation) if message.qos > 0 else None
+        self._inbox.add(ack, topic, item)
+        if len(self._inbox) >= self.config.commit_batch:
             self._commit_now.set()
 
     def commit(self) -> None:
-        """Store the batch in one transaction, then acknowledge it.
+        """Store the batch, then acknowledge every copy of it and confirm what is stored.
 
         Raises:
             Exception: the database error; the batch is kept for the next try.
         """
-        if not self._batch:
+        inbox = self._inbox
+        if not inbox:
             return
-        batch = self._batch
-        readings: list[Envelope] = []
-        to_confirm: list[tuple[str, Envelope]] = []
-        rejects: Counter[str] = Counter()
-        for item in batch:
-            decoded = decode(item.payload)
-            if isinstance(decoded, Undecodable):
-                rejects[decoded.reason] += 1
-                self._note_reject(item.topic, decoded)
-                continue
-            readings.append(decoded)
-            if decoded.confirm and (prefix := prefix_of(item.topic)) is not None:
-                to_confirm.append((prefix, decoded))
+        rejects = inbox.reject_counts()
         if self._overflow:
             rejects["at_most_once_overflow"] += self._overflow
-        fresh, duplicates = self.db.store_batch(readings, rejects)
+        readings = inbox.envelopes()
+        stored = store_isolating(self.db, readings, rejects, inbox.refusals(), inbox.topic_of)
         self._overflow = 0
-        self._batch = []
-        self.fresh += fresh
-        self.duplicates += duplicates
-        self.rejects.update(rejects)
-        if self.on_committed is not None and readings:
-            self.on_committed(readings)
-        for item in batch:
-            # A message of an earlier connection is redelivered by the broker;
-            # its packet id now means something else.
-            if item.qos > 0 and item.connection == self.link.generation and self.link.connected:
-                self.link.ack(item.mid, item.qos)
+        self._inbox = Inbox()
+        self.fresh += stored.fresh
+        self.duplicates += stored.duplicates
+        self.rejects.update(stored.rejects)
+        kept = self._kept(readings, stored, inbox)
+        if self.on_committed is not None and kept:
+            self.on_committed(kept)
+        if self.link.connected:
+            for ack in inbox.acks(self.link.generation):
+                self.link.ack(ack.mid, ack.qos)
+        to_confirm = [(prefix, env) for env in kept
+                      if env.confirm and (prefix := prefix_of(inbox.topic_of(env))) is not None]
         if to_confirm:
             self._confirm(to_confirm)
+
+    def _kept(self, readings: list[Envelope], stored: Stored, inbox: Inbox) -> list[Envelope]:
+        """The readings now in `readings`; logs the ones the database layer refused."""
+        for env, reason in stored.refused:
+            log.error("topic=%s device=%s stream=%s seq=%d: the database refuses the reading "
+                      "(%s); kept in rejected_payloads", inbox.topic_of(env)[:200],
+                      env.device[:64], env.stream[:64], env.seq, reason)
+        if not stored.skipped:
+            return readings
+        for reason, env in stored.skipped:
+            if reason != "database_refused":  # logged above, each one
+                self._note_reject(reason, f"topic={inbox.topic_of(env)} seq={env.seq}: reading "
+                                  f"skipped: {reason}: " + _SKIP_DETAIL.get(reason, ""))
+        skipped = {identity(env) for _, env in stored.skipped}
+        return [env for env in readings if identity(env) not in skipped]
 
     def _confirm(self, committed: list[tuple[str, Envelope]]) -> None:
         """Tell each gateway which seqs of its streams are now committed (one message each)."""
@@ -187,11 +204,10 @@ class Consumer:
                 if self.link.publish(confirm_topic(prefix), payload, 1) is not None:
                     self.confirmations_sent += 1
 
-    def _note_reject(self, topic: str, reason: Undecodable) -> None:
-        if reason.reason not in self._reasons_seen:
-            self._reasons_seen.add(reason.reason)
-            log.warning("topic=%s payload skipped: %s: %s (further ones are counted in "
-                        "consumer_rejects)", topic, reason.reason, reason.detail)
+    def _note_reject(self, reason: str, line: str) -> None:
+        if reason not in self._reasons_seen:
+            self._reasons_seen.add(reason)
+            log.warning("%s (further ones are counted in consumer_rejects)", line)
 
     async def _committer(self) -> None:
         backoff = Backoff(base=0.2, cap=10.0)
@@ -205,9 +221,9 @@ class Consumer:
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - any database error: keep the batch, retry
                 delay = backoff.next_delay()
-                log.error("database %s: commit failed (%s); %d messages kept unacknowledged, "
-                          "retrying in %.1fs", self.config.database_label,
-                          mask_passwords(str(exc)), len(self._batch), delay)
+                log.error("database %s: commit failed (%s); %d messages (%d distinct) kept "
+                          "unacknowledged, retrying in %.1fs", self.config.database_label,
+                          mask_passwords(str(exc)), self._inbox.copies, len(self._inbox), delay)
                 await asyncio.sleep(delay)
 
     async def _summaries(self) -> None:
@@ -273,7 +289,7 @@ async def _serve(config: ConsumerConfig, secrets: BrokerSecrets | None,
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    db = open_readings_db(config.database, database_password)
+    db = open_readings_db(config.database, config.max_seq_jump, database_password)
     consumer = Consumer(config, db, secrets)
     metrics: MetricsEndpoint | None = None
     if config.metrics is not None:

@@ -10,22 +10,24 @@ broker only after this returns).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.cloud.admission import Refusal
+from gateway.cloud.batch_sql import Dialect, write_batch
 from gateway.config.consumer_config import is_postgres_url
-from gateway.core.dedup import StreamCounters, StreamId, fold
 from gateway.core.envelope import Envelope, format_ts
 from gateway.core.extras import POSTGRES
 
 _READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
-_KEY = "gateway, epoch, device, stream"
+DEFAULT_MAX_SEQ_JUMP = 1_000_000
 # Columns of stream_counters added after the first schema: (name, SQLite type, PostgreSQL type,
 # default for rows written before). Rows of old databases counted gaps from seq 1.
 _ADDED_COUNTER_COLUMNS = (
@@ -33,20 +35,30 @@ _ADDED_COUNTER_COLUMNS = (
     ("before_first", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
     ("last_seen", "TEXT", "TIMESTAMPTZ"),
     ("lag_s", "REAL", "DOUBLE PRECISION"),
+    ("jump_seq", "INTEGER", "BIGINT"),  # the last seq refused as a jump, until the stream goes on
 )
-_KEYS_PER_SELECT = 200
+_REJECTED_TABLE = ("CREATE TABLE IF NOT EXISTS rejected_payloads (topic TEXT NOT NULL, "
+                   "payload TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, "
+                   "received_at {} NOT NULL)")
 
 
 class ReadingsDB(Protocol):
     """Where the consumer writes."""
 
-    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str],
+                    refused: Sequence[Refusal] = (), skipped: list[tuple[str, Envelope]] | None = None
+                    ) -> tuple[int, int]:
         """Store a batch; returns (fresh, duplicates). Raises the driver's error on failure.
 
         A reading whose text cannot be stored (NUL, lone surrogates) is not stored: it is
-        counted as the reject `bad_field`, in the database and, after the commit, in `rejects`.
+        counted as the reject `bad_field`, in the database and, after the commit, in `rejects`;
+        so is a reading whose seq lies more than `max_seq_jump` beyond its stream's max_seq
+        (`seq_jump`). Both are appended to `skipped` with their reason. `refused` (payloads refused before the
+        database) go to `rejected_payloads` in the same transaction.
         """
 
+    def store_refused(self, refused: Sequence[Refusal], rejects: Counter[str]) -> None:
+        """Write refused payloads and reject counts alone, in one transaction."""
 
     def close(self) -> None:
         """Close the connection."""
@@ -75,8 +87,8 @@ def _storable(text: str) -> bool:
     return True
 
 
-def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float
-          ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], Counter[str]]:
+def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float,
+          skipped: list[tuple[str, Envelope]]) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], Counter[str]]:
     """The rows to insert, and the batch's reject counts with unstorable readings as bad_field."""
     rows = []
     all_rejects = Counter(rejects)
@@ -85,71 +97,22 @@ def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float
         row = _row(env, received_text)
         if row is None:
             all_rejects["bad_field"] += 1
+            skipped.append(("bad_field", env))
         else:
             rows.append((env, row))
     return rows, all_rejects
 
 
-Execute = Callable[[str, Sequence[Any]], Any]  # runs one statement, returns a cursor
-
-
-def update_counters(execute: Execute, mark: str, lock: str,
-                    outcomes: list[tuple[StreamId, int, bool]], newest: dict[StreamId, float],
-                    received_at: float) -> None:
-    """Add a batch's outcomes to `stream_counters`, inside the caller's transaction.
-
-    One rule for both backends and for concurrent consumers in a shared group:
-    each stream's row is created if missing, then read (locked with `lock`, in
-    key order, so two members never wait on each other in opposite orders),
-    added to in Python (`StreamCounters.plus`) and written back whole. `mark`
-    is the driver's parameter mark.
-    """
-    deltas = fold(outcomes)
-    if not deltas:
-        return
-    keys = sorted(deltas)
-
-    def q(sql: str) -> str:
-        return sql if mark == "?" else sql.replace("?", mark)
-
-    for key in keys:
-        execute(q(f"INSERT INTO stream_counters({_KEY}, first_seq, max_seq, received, duplicates, "
-                  "gaps, before_first) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, 0) "
-                  f"ON CONFLICT({_KEY}) DO NOTHING"), key)
-    stored: dict[StreamId, StreamCounters] = {}
-    for start in range(0, len(keys), _KEYS_PER_SELECT):
-        chunk = keys[start:start + _KEYS_PER_SELECT]
-        values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-        cursor = execute(q(f"SELECT {_KEY}, first_seq, max_seq, received, duplicates, "
-                           f"before_first FROM stream_counters WHERE ({_KEY}) IN (VALUES {values}) "
-                           f"ORDER BY {_KEY}{lock}"), [part for key in chunk for part in key])
-        for row in cursor.fetchall():
-            stored[tuple(row[:4])] = StreamCounters(*(int(n) for n in row[4:]))
-    seen = format_ts(received_at)
-    for key in keys:
-        after = stored.get(key, StreamCounters()).plus(deltas[key])
-        lag = received_at - newest[key] if key in newest else None
-        execute(q("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
-                  "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
-                  f"lag_s = coalesce(?, lag_s) WHERE ({_KEY}) = (?, ?, ?, ?)"),
-                (after.first_seq, after.max_seq, after.received, after.duplicates, after.gaps,
-                 after.before_first, seen, lag, *key))
-
-
-def _newest(readings: list[Envelope]) -> dict[StreamId, float]:
-    """The newest reading time per stream of a batch (for the stream's lag)."""
-    newest: dict[StreamId, float] = {}
-    for env in readings:
-        key = (env.gateway, env.epoch, env.device, env.stream)
-        if env.ts > newest.get(key, float("-inf")):
-            newest[key] = env.ts
-    return newest
+def _fresh(outcomes: Sequence[tuple[Any, int, bool]]) -> tuple[int, int]:
+    fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
+    return fresh, len(outcomes) - fresh
 
 
 class SqliteReadings:
     """`readings` in a SQLite file (WAL mode, synchronous=FULL: acks follow commits)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_seq_jump: int = DEFAULT_MAX_SEQ_JUMP) -> None:
+        self.max_seq_jump = max_seq_jump
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
@@ -181,35 +144,40 @@ class SqliteReadings:
                 self._conn.execute(f"ALTER TABLE stream_counters ADD COLUMN {name} {sqlite_type}")
         db.create_table("consumer_rejects", {"reason": str, "count": int}, pk="reason",
                         not_null=("count",), if_not_exists=True)
+        self._conn.execute(_REJECTED_TABLE.format("TEXT"))
+        self._dialect = Dialect(self._conn.execute, "?", "", "INSERT OR IGNORE INTO readings("
+                                f"{_READINGS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str],
+                    refused: Sequence[Refusal] = (), skipped: list[tuple[str, Envelope]] | None = None
+                    ) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
         received_at = time.time()
-        rows, all_rejects = _rows(readings, rejects, received_at)
+        skipped = [] if skipped is None else skipped
+        rows, all_rejects = _rows(readings, rejects, received_at, skipped)
+        with self._transaction():
+            outcomes, jumped = write_batch(self._dialect, rows, all_rejects, refused,
+                                           received_at, self.max_seq_jump)
+        skipped.extend(("seq_jump", env) for env in jumped)
+        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
+        return _fresh(outcomes)
+
+    def store_refused(self, refused: Sequence[Refusal], rejects: Counter[str]) -> None:
+        """See `ReadingsDB.store_refused`."""
+        with self._transaction():
+            write_batch(self._dialect, [], Counter(rejects), refused, time.time(), 0)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         conn = self._conn
-        outcomes: list[tuple[StreamId, int, bool]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for env, row in rows:
-                cursor = conn.execute(
-                    f"INSERT OR IGNORE INTO readings({_READINGS_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-                outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
-                                 cursor.rowcount == 1))
-            update_counters(conn.execute, "?", "", outcomes, _newest(readings), received_at)
-            conn.executemany(
-                "INSERT INTO consumer_rejects(reason, count) VALUES (?, ?) "
-                "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
-                list(all_rejects.items()),
-            )
+            yield
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
-        fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
-        return fresh, len(outcomes) - fresh
 
     def close(self) -> None:
         """See `ReadingsDB.close`."""
@@ -219,13 +187,16 @@ class SqliteReadings:
 class PostgresReadings:
     """`readings` in PostgreSQL."""
 
-    def __init__(self, url: str, password: str | None = None) -> None:
+    def __init__(self, url: str, max_seq_jump: int = DEFAULT_MAX_SEQ_JUMP,
+                 password: str | None = None) -> None:
+        self.max_seq_jump = max_seq_jump
         try:
             import psycopg  # noqa: PLC0415 - only with PostgreSQL: loading it costs ~12 MB of RSS
         except ImportError as exc:
             raise POSTGRES.error("a postgresql:// database", exc) from exc
 
-        self._conn = psycopg.connect(conninfo(url, password), autocommit=False)
+        self._url = conninfo(url, password)  # kept to reconnect after a lost connection
+        self._conn = psycopg.connect(self._url, autocommit=False)
         with self._conn.cursor() as cur:
             cur.execute(
                 """
@@ -245,36 +216,43 @@ class PostgresReadings:
             )
             for name, _, pg_type in _ADDED_COUNTER_COLUMNS:
                 cur.execute(f"ALTER TABLE stream_counters ADD COLUMN IF NOT EXISTS {name} {pg_type}")
+            cur.execute(_REJECTED_TABLE.format("TIMESTAMPTZ"))
         self._conn.commit()
 
-    def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
+    def store_batch(self, readings: list[Envelope], rejects: Counter[str],
+                    refused: Sequence[Refusal] = (), skipped: list[tuple[str, Envelope]] | None = None
+                    ) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
         received_at = time.time()
-        rows, all_rejects = _rows(readings, rejects, received_at)
-        outcomes: list[tuple[StreamId, int, bool]] = []
+        skipped = [] if skipped is None else skipped
+        rows, all_rejects = _rows(readings, rejects, received_at, skipped)
+        with self._transaction() as dialect:
+            outcomes, jumped = write_batch(dialect, rows, all_rejects, refused, received_at,
+                                           self.max_seq_jump)
+        skipped.extend(("seq_jump", env) for env in jumped)
+        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
+        return _fresh(outcomes)
+
+    def store_refused(self, refused: Sequence[Refusal], rejects: Counter[str]) -> None:
+        """See `ReadingsDB.store_refused`."""
+        with self._transaction() as dialect:
+            write_batch(dialect, [], Counter(rejects), refused, time.time(), 0)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Dialect]:
+        if self._conn.closed:  # lost with the server (a restart, a network cut): a new one
+            import psycopg  # noqa: PLC0415 - loaded by __init__ already
+
+            self._conn = psycopg.connect(self._url, autocommit=False)
         try:
             with self._conn.cursor() as cur:
-                for env, row in rows:
-                    cur.execute(
-                        f"INSERT INTO readings({_READINGS_COLUMNS}) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        row)
-                    outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
-                                     cur.rowcount == 1))
-                update_counters(cur.execute, "%s", " FOR UPDATE", outcomes, _newest(readings),
-                                received_at)
-                for reason, count in all_rejects.items():
-                    cur.execute(
-                        "INSERT INTO consumer_rejects AS r (reason, count) VALUES (%s, %s) "
-                        "ON CONFLICT (reason) DO UPDATE SET count = r.count + excluded.count",
-                        (reason, count))
+                yield Dialect(cur.execute, "%s", " FOR UPDATE",
+                              f"INSERT INTO readings({_READINGS_COLUMNS}) VALUES "
+                              "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
             self._conn.commit()
         except BaseException:
             self._conn.rollback()
             raise
-        rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
-        fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
-        return fresh, len(outcomes) - fresh
 
     def close(self) -> None:
         """See `ReadingsDB.close`."""
@@ -290,11 +268,12 @@ def conninfo(url: str, password: str | None) -> str:
     return psycopg.conninfo.make_conninfo(url, password=password)
 
 
-def open_readings_db(database: str, password: str | None = None) -> ReadingsDB:
+def open_readings_db(database: str, max_seq_jump: int = DEFAULT_MAX_SEQ_JUMP,
+                     password: str | None = None) -> ReadingsDB:
     """The backend a `database:` setting names (`password`: from database_password_file)."""
     if is_postgres_url(database):
-        return PostgresReadings(database, password)
-    return SqliteReadings(Path(database))
+        return PostgresReadings(database, max_seq_jump, password)
+    return SqliteReadings(Path(database), max_seq_jump)
 
 
 def read_gaps(database: str, password: str | None = None) -> int:
@@ -304,8 +283,9 @@ def read_gaps(database: str, password: str | None = None) -> int:
     Raises:
         Exception: the driver's error when the database cannot be read.
     """
-    query = "SELECT coalesce(sum(gaps), 0) FROM stream_counters"
+    # sum() of BIGINT is numeric on PostgreSQL, but overflows on SQLite: total() is a float.
     if is_postgres_url(database):
+        query = "SELECT coalesce(sum(gaps), 0) FROM stream_counters"
         try:
             import psycopg  # noqa: PLC0415 - only with PostgreSQL, see PostgresReadings
         except ImportError as exc:
@@ -315,5 +295,5 @@ def read_gaps(database: str, password: str | None = None) -> int:
             row = conn.execute(query).fetchone()
     else:
         with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)) as lite:
-            row = lite.execute(query).fetchone()
+            row = lite.execute("SELECT total(gaps) FROM stream_counters").fetchone()
     return int(row[0]) if row is not None else 0

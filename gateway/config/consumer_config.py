@@ -23,6 +23,7 @@ from gateway.config.credentials import (
 )
 from gateway.config.reader import MapReader, describe
 from gateway.core.redact import has_url_password, mask_secrets
+from gateway.core.topics import READING_TOPIC_DEFAULT, ReadingTopic
 
 _FILTER_EXPECTED = "an MQTT topic filter such as gw/# ('+' and '#' only as whole levels, '#' last)"
 
@@ -90,6 +91,10 @@ class ConsumerConfig:
     summary_interval: float
     credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
     metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
+    topics: ReadingTopic = field(default_factory=lambda: ReadingTopic.compile(
+        READING_TOPIC_DEFAULT))  # which identity a reading's topic names
+    max_payload: int = 256 * 1024  # bytes of one payload, checked before decoding
+    max_seq_jump: int = 1_000_000  # seqs a reading may lie beyond its stream's max_seq
     database_password_file: NamedFile | None = None  # the PostgreSQL password, in a file
 
     @property
@@ -124,9 +129,25 @@ def load_consumer_config(path: Path) -> ConsumerConfig:
     return config
 
 
+_TEMPLATE_EXPECTED = ("a topic template such as gw/{gateway}/{device}/{stream} (the gateways' "
+                      "topic_prefix followed by /{device}/{stream})")
+
+
+def _read_topics(broker: MapReader) -> ReadingTopic | None:
+    template = broker.string("topic_template", default=READING_TOPIC_DEFAULT,
+                             expected=_TEMPLATE_EXPECTED)
+    if template is None:
+        return None
+    try:
+        return ReadingTopic.compile(template)
+    except ValueError as exc:
+        broker.problem("topic_template", _TEMPLATE_EXPECTED, describe(template), str(exc))
+        return None
+
+
 def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     broker = root.mapping("broker", required=True)
-    address = client_id = subscribe = None
+    address = client_id = subscribe = topics = None
     keepalive, expiry = 30.0, 7 * 24 * 3600.0
     credentials = BrokerCredentials()
     if broker is not None:
@@ -140,6 +161,7 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         keepalive = broker.duration("keepalive", default=30.0, minimum=5.0, maximum=3600.0)
         expiry = broker.duration("session_expiry", default=expiry, minimum=60.0,
                                  maximum=4294967295.0)
+        topics = _read_topics(broker)
         credentials = read_credentials(broker, address is not None and address.tls,
                                        address.host if address is not None else None)
         broker.finish()
@@ -154,12 +176,15 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     batch = root.integer("commit_batch", default=500, minimum=1, maximum=100_000)
     summary = root.duration("summary_interval", default=10.0, minimum=1.0)
     metrics = read_metrics(root)
+    max_payload = root.size("max_payload", default=256 * 1024, minimum=256,
+                            maximum=256 * 1024 * 1024)
+    jump = root.integer("max_seq_jump", default=1_000_000, minimum=1, maximum=2**62)
     if address is None or client_id is None or subscribe is None or database is None \
-            or batch is None:
+            or batch is None or topics is None or jump is None:
         return None
     return ConsumerConfig(path, address, client_id, subscribe, int(keepalive), int(expiry),
-                          database, interval, batch, summary, credentials, metrics,
-                          password_file)
+                          database, interval, batch, summary, credentials, metrics, topics,
+                          max_payload, jump, password_file)
 
 
 def _read_password_file(root: MapReader, database: str | None) -> NamedFile | None:

@@ -73,3 +73,35 @@ class StreamCounters:
             duplicates=self.duplicates + delta.duplicates,
             before_first=self.before_first + below,
         )
+
+
+def seq_jumps(streams_seqs: Iterable[tuple[StreamId, int]], stored_max: dict[StreamId, int],
+              bound: int, last_jump: dict[StreamId, int] | None = None
+              ) -> tuple[set[int], dict[StreamId, int | None]]:
+    """Positions of the readings whose seq lies more than `bound` beyond their stream's
+    highest seq so far (the stored `max_seq` and the seqs of the batch let in below it),
+    and each stream's refused jump to remember (None: forget it).
+
+    First contact has no bound: a stream never seen starts at the lowest seq the batch
+    brings of it, so a first batch of [1, 2, 2^63-1] keeps 1 and 2. A jump is refused
+    once: a stream that goes on from there (another seq within `bound` of the refused
+    one, in this batch or a later one: e.g. after more than `bound` at-most-once readings
+    were lost) has moved on, and is let in. The seqs of a stream are taken in ascending
+    order, so the outcome does not depend on arrival order.
+    """
+    items = list(streams_seqs)
+    high = dict(stored_max)
+    pending: dict[StreamId, int | None] = dict(last_jump or {})
+    changed: dict[StreamId, int | None] = {}
+    jumps: set[int] = set()
+    for position, (stream, seq) in sorted(enumerate(items), key=lambda item: item[1]):
+        top, jump = high.get(stream), pending.get(stream)
+        if top is None or seq <= top + bound:
+            high[stream] = seq if top is None else max(top, seq)
+        elif jump is not None and seq != jump and abs(seq - jump) <= bound:
+            high[stream] = seq  # the stream has moved on
+            pending[stream] = changed[stream] = None
+        else:
+            jumps.add(position)
+            pending[stream] = changed[stream] = seq
+    return jumps, changed

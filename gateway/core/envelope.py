@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.core.strict_json import loads_strict
+from gateway.core.strict_json import loads_strict, nesting_exceeds
 
 JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]
 
 WIRE_VERSION = 1
 MAX_SEQ = 2**63 - 1
+MAX_DEPTH = 32  # nesting of arrays and objects in a payload, the envelope included
 _REQUIRED_TEXT = ("gateway", "epoch", "device", "stream")
 
 
@@ -108,7 +109,8 @@ def json_safe(value: Any) -> bool:
 
     Rejects what `encode` would fail on: NaN or infinity, strings and keys
     that are not valid Unicode (lone surrogates, which a JSON line can carry
-    as an escape), non-string keys, and nesting deeper than the encoder can go.
+    as an escape), non-string keys; and nesting the consumer refuses
+    (`MAX_DEPTH` with the envelope).
     """
     kind = type(value)
     if value is None or kind is bool or kind is int:
@@ -122,11 +124,26 @@ def json_safe(value: Any) -> bool:
         except UnicodeEncodeError:
             return False
         return True
+    if _nesting(value) >= MAX_DEPTH:  # the envelope around it is one more level
+        return False
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
     except (ValueError, TypeError, RecursionError):
         return False
     return True
+
+
+def _nesting(value: Any) -> int:
+    """How deep arrays and objects nest in `value` (0 for a scalar), counted up to MAX_DEPTH."""
+    depth, level = 0, [value]
+    while depth < MAX_DEPTH:
+        containers = [item for item in level if isinstance(item, list | dict)]
+        if not containers:
+            break
+        depth += 1
+        level = [inner for item in containers
+                 for inner in (item.values() if isinstance(item, dict) else item)]
+    return depth
 
 
 
@@ -136,6 +153,8 @@ def decode(payload: bytes) -> Envelope | Undecodable:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return Undecodable("invalid_utf8", "payload is not UTF-8")
+    if nesting_exceeds(text, MAX_DEPTH):
+        return Undecodable("too_deep", f"arrays and objects nest deeper than {MAX_DEPTH}")
     try:
         body = loads_strict(text)
     except json.JSONDecodeError as exc:

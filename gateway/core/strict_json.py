@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 
@@ -36,3 +37,23 @@ def loads_strict(text: str) -> Any:
         RecursionError: nesting deeper than the stack.
     """
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_exceeds(text: str, limit: int) -> bool:
+    """True when arrays and objects in `text` nest deeper than `limit`: checked before
+    parsing, so a payload of a million '[' costs a scan, not a recursion."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for token in _STRING_OR_BRACKET.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False

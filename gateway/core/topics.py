@@ -1,4 +1,5 @@
-"""Topic segments and the topic template `{topic_prefix}/{device}/{stream}`.
+"""Topic segments, the topic template `{topic_prefix}/{device}/{stream}`, and the
+consumer's reading of it (`ReadingTopic`: which identity a topic names).
 
 Checked once at config time so the publisher never hands the broker a topic
 that would make it drop the connection (a NUL or a wildcard in a topic name
@@ -66,3 +67,45 @@ class TopicTemplate:
     def topic(self, device: str, stream: str) -> str:
         """The publish topic of one stream."""
         return f"{self.prefix}/{device}/{stream}"
+
+
+READING_TOPIC_DEFAULT = "gw/{gateway}/{device}/{stream}"
+_READING_TAIL = "/{device}/{stream}"
+
+
+@dataclass(frozen=True)
+class ReadingTopic:
+    """The consumer's view of the gateways' topics: `{topic_prefix}/{device}/{stream}` with
+    `{gateway}` in the prefix, so that a topic names the identity its payload must carry.
+
+    The default matches the gateway's default `topic_prefix`, `gw/{gateway}`.
+    """
+
+    template: str
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, template: str) -> ReadingTopic:
+        """Check a template such as `gw/{gateway}/{device}/{stream}`.
+
+        Raises:
+            ValueError: with a message saying what is wrong with the template.
+        """
+        if not template.endswith(_READING_TAIL):
+            raise ValueError("it must end with /{device}/{stream} (as the gateway publishes)")
+        prefix = template[:-len(_READING_TAIL)]
+        if prefix.count("{gateway}") != 1:
+            raise ValueError("its prefix must hold {gateway} exactly once, so that a topic "
+                             "names its gateway")
+        TopicTemplate.compile(prefix, "gateway")  # the gateway's rules for topic_prefix
+        head, tail = prefix.split("{gateway}")
+        return cls(template, re.compile(f"{re.escape(head)}([^/]+){re.escape(tail)}"
+                                        "/([^/]+)/([^/]+)"))
+
+    def identity(self, topic: str) -> tuple[str, str, str] | None:
+        """(gateway, device, stream) a reading's topic names, or None when it names none."""
+        found = self.pattern.fullmatch(topic)
+        if found is None:
+            return None
+        gateway, device, stream = found.groups()
+        return gateway, device, stream

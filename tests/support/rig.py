@@ -139,12 +139,15 @@ devices:
 
     def _consumer_config(self) -> Path:
         path = self.workdir / "consumer.yaml"
+        # The consumer reads the identity from the topic: it must know the gateway's prefix.
+        template = (f"\n  topic_template: '{self.topic_prefix}/{{device}}/{{stream}}'"
+                    if self.topic_prefix else "")
         path.write_text(f"""version: 1
 broker:
   url: mqtt://127.0.0.1:{self.broker.port}
   client_id: consumer-{self.gateway_id}
   subscribe: gw/{self.gateway_id}/#
-  keepalive: 5s
+  keepalive: 5s{template}
 database: {self.consumer_db}
 commit_interval: 50ms
 summary_interval: 1s

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.envelope import (
+    MAX_DEPTH,
     MAX_SEQ,
     Envelope,
     Undecodable,
@@ -152,7 +153,7 @@ def test_round_trip(original: Envelope) -> None:
         (b"[1, 2]", "not_an_object"),
         (b'"a string"', "not_an_object"),
         (b"null", "not_an_object"),
-        (b"[" * 100_000 + b"]" * 100_000, "bad_json"),  # deeper than Python's stack
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep"),  # refused before parsing
         (b'{"v": 1, "value": ' + b"7" * 5000 + b"}", "bad_json"),  # over int's 4300-digit limit
     ],
     ids=["not-utf8", "truncated-utf8", "empty", "not-json", "cut-short", "array", "string", "null",
@@ -262,3 +263,15 @@ def test_json_safe_rejects_what_encode_cannot_write(value: object) -> None:
 
 def test_json_safe_accepts_ordinary_values() -> None:
     assert json_safe({"temp_c": 21.5, "tags": ["a", "°C"], "ok": True, "n": None})
+
+
+def test_json_safe_refuses_the_nesting_the_consumer_refuses() -> None:
+    """The gateway must not store a value its consumer would refuse (too_deep) forever."""
+    value: object = 1
+    for _ in range(MAX_DEPTH - 1):
+        value = [value]
+    assert json_safe(value)
+    assert isinstance(decode(encode(Envelope("g", "e", "d", "s", 1, 1e9, value, None))), Envelope)
+    assert not json_safe({"deeper": value})
+    assert not isinstance(decode(encode(Envelope("g", "e", "d", "s", 1, 1e9, [value], None))),
+                          Envelope)

@@ -1,0 +1,93 @@
+"""What the consumer lets into its database: one message in, a reading or a refusal out.
+
+Pure. The checks run in this order, each before the next costs anything:
+the raw payload's size (`too_large`, before any decoding), the envelope
+(`decode`: UTF-8, nesting depth, JSON, fields), the names (the gateway's own
+config rules: `bad_name`), and the identity the topic names (`topic_mismatch`:
+a client may only write readings of the gateway, device and stream its topic
+says, which is what a broker ACL such as `pattern write gw/%c/+/+` controls).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.core.topics import GATEWAY_ID, ReadingTopic, segment_problem
+
+EXCERPT_CHARS = 512  # of a refused payload, kept in `rejected_payloads`
+_TOPIC_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A message that is not stored as a reading: `reason` is a counter name."""
+
+    topic: str
+    reason: str
+    detail: str
+    excerpt: str
+    digest: bytes = b""  # of the whole payload: tells redelivered copies from other payloads
+
+
+def excerpt(payload: bytes | bytearray, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a payload as ASCII text (escapes for anything else, NUL included)."""
+    text = payload[:limit].decode("utf-8", "backslashreplace")
+    return json.dumps(text)[1:-1][:limit]
+
+
+def clean(text: str) -> str:
+    """`text` as it may go into a log line and a database: no NUL, no lone surrogate, no
+    line break (each escaped)."""
+    return (text.encode("utf-8", "backslashreplace").decode("utf-8")
+            .replace("\x00", "\\x00").replace("\n", "\\n").replace("\r", "\\r"))
+
+
+def _digest(payload: bytes | bytearray) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def name_problem(env: Envelope) -> str | None:
+    """Why the names of a reading break the gateway's config rules, or None."""
+    if not GATEWAY_ID.fullmatch(env.gateway):
+        return f"gateway {env.gateway[:64]!r} is not 1-64 letters, digits, '-' or '_'"
+    for field, value in (("epoch", env.epoch), ("device", env.device), ("stream", env.stream)):
+        problem = segment_problem(value) or _unicode_problem(value)
+        if problem is not None:
+            return f"{field} {value[:64]!r}{'...' if len(value) > 64 else ''}: {problem}"
+    return None
+
+
+def _unicode_problem(value: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payload: int
+          ) -> Envelope | Refusal:
+    """The reading a message carries, or why it is refused."""
+    shown = json.dumps(topic[:_TOPIC_CHARS])[1:-1]  # one log line, whatever the topic holds
+    if len(payload) > max_payload:
+        return Refusal(shown, "too_large", f"{len(payload)} bytes, over max_payload "
+                       f"{max_payload}", excerpt(payload, 128), _digest(payload))
+    decoded = decode(payload if isinstance(payload, bytes) else bytes(payload))
+    if isinstance(decoded, Undecodable):
+        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload),
+                       _digest(payload))
+    problem = name_problem(decoded)
+    if problem is not None:
+        return Refusal(shown, "bad_name", clean(problem), excerpt(payload), _digest(payload))
+    named = topics.identity(topic)
+    carried = (decoded.gateway, decoded.device, decoded.stream)
+    if named != carried:
+        detail = (f"the topic does not match {topics.template}" if named is None else
+                  "the topic names gateway={}, device={}, stream={}".format(*named))
+        return Refusal(shown, "topic_mismatch", clean(f"{detail}; the payload says gateway="
+                       f"{carried[0]}, device={carried[1]}, stream={carried[2]}"),
+                       excerpt(payload), _digest(payload))
+    return decoded

@@ -1,0 +1,154 @@
+"""One batch's transaction, the same on both backends: bound the seqs, insert the readings,
+add the per-stream counters, the reject counts and the refused payloads.
+
+Each backend passes its `execute` (runs one statement, returns a cursor), its
+parameter mark, its row lock and its insert-or-ignore statement.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.cloud.admission import Refusal
+from gateway.core.dedup import StreamCounters, StreamId, fold, seq_jumps
+from gateway.core.envelope import Envelope, format_ts
+
+KEY = "gateway, epoch, device, stream"
+_KEYS_PER_SELECT = 200
+REJECTED_COLUMNS = "topic, payload, reason, detail, received_at"
+
+Execute = Callable[[str, Sequence[Any]], Any]  # runs one statement, returns a cursor
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends inside a batch's transaction."""
+
+    execute: Execute
+    mark: str  # the driver's parameter mark
+    lock: str  # appended to the counters' SELECT
+    insert_reading: str  # insert-or-ignore of one `readings` row, with '?' marks
+
+    def q(self, sql: str) -> str:
+        """`sql` with the driver's parameter mark."""
+        return sql if self.mark == "?" else sql.replace("?", self.mark)
+
+    def run(self, sql: str, args: Sequence[Any]) -> Any:
+        """Execute one statement written with '?' marks."""
+        return self.execute(self.q(sql), args)
+
+
+def _select_counters(d: Dialect, keys: list[StreamId], lock: str
+                     ) -> dict[StreamId, StreamCounters]:
+    stored: dict[StreamId, StreamCounters] = {}
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start:start + _KEYS_PER_SELECT]
+        values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+        cursor = d.run(f"SELECT {KEY}, first_seq, max_seq, received, duplicates, before_first "
+                       f"FROM stream_counters WHERE ({KEY}) IN (VALUES {values}) "
+                       f"ORDER BY {KEY}{lock}", [part for key in chunk for part in key])
+        for row in cursor.fetchall():
+            stored[tuple(row[:4])] = StreamCounters(*(int(n) for n in row[4:]))
+    return stored
+
+
+def _identity(env: Envelope) -> StreamId:
+    return (env.gateway, env.epoch, env.device, env.stream)
+
+
+def drop_seq_jumps(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]], bound: int
+                   ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], list[Envelope],
+                              dict[StreamId, int | None]]:
+    """The rows within `bound` of their stream's max_seq, the readings beyond it, and the
+    refused jumps to remember per stream (`seq_jumps`)."""
+    keys = sorted({_identity(env) for env, _ in rows})
+    stored: dict[StreamId, int] = {}
+    jumps: dict[StreamId, int] = {}
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start:start + _KEYS_PER_SELECT]
+        values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+        cursor = d.run(f"SELECT {KEY}, max_seq, jump_seq FROM stream_counters WHERE "
+                       f"({KEY}) IN (VALUES {values}) AND first_seq > 0",
+                       [part for key in chunk for part in key])
+        for *key, high, jump in cursor.fetchall():
+            stored[tuple(key)] = int(high)
+            if jump is not None:
+                jumps[tuple(key)] = int(jump)
+    refused, remember = seq_jumps(((_identity(env), env.seq) for env, _ in rows), stored, bound,
+                                  jumps)
+    kept = [row for position, row in enumerate(rows) if position not in refused]
+    return kept, [rows[position][0] for position in sorted(refused)], remember
+
+
+def update_counters(d: Dialect, outcomes: list[tuple[StreamId, int, bool]],
+                    newest: dict[StreamId, float], received_at: float) -> None:
+    """Add a batch's outcomes to `stream_counters`, inside the caller's transaction.
+
+    One rule for both backends and for concurrent consumers in a shared group:
+    each stream's row is created if missing, then read (locked with the dialect's
+    lock, in key order, so two members never wait on each other in opposite
+    orders), added to in Python (`StreamCounters.plus`) and written back whole.
+    """
+    deltas = fold(outcomes)
+    if not deltas:
+        return
+    keys = sorted(deltas)
+    for key in keys:
+        d.run(f"INSERT INTO stream_counters({KEY}, first_seq, max_seq, received, duplicates, "
+              "gaps, before_first) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, 0) "
+              f"ON CONFLICT({KEY}) DO NOTHING", key)
+    stored = _select_counters(d, keys, d.lock)
+    seen = format_ts(received_at)
+    for key in keys:
+        after = stored.get(key, StreamCounters()).plus(deltas[key])
+        lag = received_at - newest[key] if key in newest else None
+        d.run("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
+              "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
+              f"lag_s = coalesce(?, lag_s) WHERE ({KEY}) = (?, ?, ?, ?)",
+              (after.first_seq, after.max_seq, after.received, after.duplicates, after.gaps,
+               after.before_first, seen, lag, *key))
+
+
+def newest(readings: Sequence[Envelope]) -> dict[StreamId, float]:
+    """The newest reading time per stream of a batch (for the stream's lag)."""
+    found: dict[StreamId, float] = {}
+    for env in readings:
+        key = _identity(env)
+        if env.ts > found.get(key, float("-inf")):
+            found[key] = env.ts
+    return found
+
+
+def write_batch(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]],
+                rejects: Counter[str], refused: Sequence[Refusal], received_at: float,
+                max_seq_jump: int) -> tuple[list[tuple[StreamId, int, bool]], list[Envelope]]:
+    """The body of a batch's transaction: (stream, seq, fresh) per reading inserted, and the
+    readings refused as seq jumps (counted in `rejects`)."""
+    rows, jumped, remember = drop_seq_jumps(d, rows, max_seq_jump)
+    if jumped:
+        rejects["seq_jump"] += len(jumped)
+    outcomes: list[tuple[StreamId, int, bool]] = []
+    for env, row in rows:
+        cursor = d.run(d.insert_reading, row)
+        outcomes.append((_identity(env), env.seq, cursor.rowcount == 1))
+    update_counters(d, outcomes, newest([env for env, _ in rows]), received_at)
+    for key, jump in sorted(remember.items()):
+        d.run(f"UPDATE stream_counters SET jump_seq = ? WHERE ({KEY}) = (?, ?, ?, ?)",
+              (jump, *key))
+    for reason, count in sorted(rejects.items()):
+        d.run("INSERT INTO consumer_rejects AS r (reason, count) VALUES (?, ?) "
+              "ON CONFLICT (reason) DO UPDATE SET count = r.count + excluded.count",
+              (reason, count))
+    insert_refused(d, refused, received_at)
+    return outcomes, jumped
+
+
+def insert_refused(d: Dialect, refused: Sequence[Refusal], received_at: float) -> None:
+    """Keep the evidence of refused payloads: topic, an excerpt, the reason and its detail."""
+    seen = format_ts(received_at)
+    for item in refused:
+        d.run(f"INSERT INTO rejected_payloads({REJECTED_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+              (item.topic, item.excerpt, item.reason, item.detail[:500], seen))
