@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -49,6 +50,8 @@ class Publisher:
         self._cursor = 0  # the last row sent, in id order (the live lane)
         # The backlog found at a connect: (the last of its rows sent, its last row).
         self._backlog: tuple[int, int] | None = None
+        self._backlog_began = 0.0  # when it was found (monotonic), and how many of it were sent
+        self._backlog_sent = 0
         self._retry: list[int] = []
         self._in_flight_rows: dict[int, OutboxRow] = {}
         self._quarantine_logged: set[tuple[str, str, str]] = set()
@@ -82,6 +85,7 @@ class Publisher:
             # (Reconnecting during a drain keeps both lanes: the live lane holds what came
             # meanwhile and still goes first.)
             self._backlog, self._cursor = (self._cursor, last), last
+            self._backlog_began, self._backlog_sent = time.monotonic(), 0
         self.wake()
 
     def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
@@ -135,6 +139,10 @@ class Publisher:
             rows = self.outbox.fetch(sent, room, up_to=last)
             self._backlog = (rows[-1].id, last) if rows else None  # None: the backlog is sent
             self._send_rows(rows)
+            self._backlog_sent += len(rows)
+            if not rows and self._backlog_sent:
+                log.info("backlog of %d readings sent in %.1fs (since the connect that found it)",
+                         self._backlog_sent, time.monotonic() - self._backlog_began)
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         for row in rows:
