@@ -26,10 +26,13 @@ from gateway.ops.install import (
     apply,
     console_script,
     create_user,
+    exec_problem,
     install_plan,
     next_steps,
     prune,
     source_dir,
+    stop_services,
+    systemctl,
     uninstall_plan,
 )
 from gateway.ops.logs import setup_logging
@@ -74,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "install-service":
             sub.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
                              help=f"the service user (default {DEFAULT_USER})")
+            sub.add_argument("--exec", type=Path, metavar="PATH",
+                             help="the mqtt-gateway program the units run (default: this "
+                             "installation's script; it must not be under /tmp, /var/tmp, "
+                             "/home, /root or /run/user, which the service cannot see)")
             sub.add_argument("--source", type=Path, metavar="DIR",
                              help="a source checkout holding systemd/ and config/ (default: "
                              "the copies inside the installed package)")
@@ -223,23 +230,39 @@ def _service_files(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.command == "uninstall-service":
-            for line in apply(uninstall_plan(root), args.dry_run):
-                print(line)
-            for line in [] if args.dry_run else prune(root / DOC_DIR):
-                print(line)
-            print(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
-                  f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service user; "
-                  "stop the services first (systemctl disable --now mqtt-gateway "
-                  "mqtt-gateway-consumer), then run systemctl daemon-reload")
-            return 0
-        plan = install_plan(root, source_dir(args.source), console_script(), args.user)
+            return _uninstall(root, args.dry_run)
+        executable = str(args.exec) if args.exec is not None else console_script()
+        if not Path(executable).is_absolute():
+            raise InstallError(f"--exec {executable}: give an absolute path")
+        problem = exec_problem(executable)
+        if problem is not None and root == Path("/"):
+            raise InstallError(problem)
+        if problem is not None:  # under --root the target may lay it out otherwise
+            print(f"warning: {problem}", file=sys.stderr)
+        plan = install_plan(root, source_dir(args.source), executable, args.user)
         for line in apply(plan, args.dry_run):
             print(line)
         print(create_user(root, args.dry_run))
     except (InstallError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(next_steps(root, args.user))
+    print(next_steps(root, args.user, executable))
+    return 0
+
+
+def _uninstall(root: Path, dry_run: bool) -> int:
+    """Stop and disable (on /), then remove; daemon-reload (on /)."""
+    lines = stop_services(root, dry_run)
+    lines += apply(uninstall_plan(root), dry_run)
+    lines += [] if dry_run else prune(root / DOC_DIR)
+    reload = systemctl(["daemon-reload"], dry_run) if root == Path("/") else None
+    lines += [] if reload is None else [reload]
+    for line in lines:
+        print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
+    done = "" if root == Path("/") and reload is not None else \
+        "; on the target, run systemctl daemon-reload"
+    print(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
+          f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service user{done}")
     return 0
 
 
