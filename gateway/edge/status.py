@@ -44,6 +44,10 @@ def read_status(config: GatewayConfig, now: float | None = None) -> dict[str, An
     path = config.store_path
     if not path.exists():
         raise StatusError(f"no store at {path}: the gateway has not run with this config yet")
+    if not (os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+        raise StatusError(f"cannot read the store {path}: permission denied; run status as "
+                          "the store's owner (sudo -u USER /full/path/mqtt-gateway status) or "
+                          "as root")
     now = time.time() if now is None else now
     try:
         conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5.0)
@@ -51,8 +55,29 @@ def read_status(config: GatewayConfig, now: float | None = None) -> dict[str, An
             return _collect(conn, config, path, now)
         finally:
             conn.close()
+            give_back(path)
     except sqlite3.Error as exc:
         raise StatusError(f"cannot read the store {path}: {exc}") from exc
+
+
+def give_back(path: Path) -> None:
+    """Run as root, leave no file beside the store that its owner (the service user) cannot
+    open: the -wal, -shm or -journal a root connection made are given to the store's owner.
+    (SQLite's unix VFS does this itself for WAL files; this covers builds that do not.)"""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = path.stat()
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        try:
+            st = side.lstat()
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(side, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        except OSError:
+            continue  # gone meanwhile (the last connection removed it)
 
 
 def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: float
