@@ -1,6 +1,9 @@
-"""The `mqtt-gateway` command line (DESIGN.md section 3.1).
+"""The `mqtt-gateway` command line (docs/operations.md; the contract is in docs/contracts.md).
 
 Exit codes: 0 success, 1 runtime or validation failure, 2 usage error.
+Without --config, the everyday commands use the installed config
+(/etc/mqtt-gateway/gateway.yaml, else ./gateway.yaml; `consume`: consumer.yaml)
+and say which file they used.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
+from gateway.config.starter import DRIVERS as STARTER_DRIVERS
 from gateway.core.extras import MissingExtras
+from gateway.ops.completion import DIR, FILE, FLAG, Command, Option, Spec
 from gateway.ops.install import (
     DEFAULT_USER,
-    DOC_DIR,
     USER_NAME,
     InstallError,
     apply,
@@ -29,11 +33,8 @@ from gateway.ops.install import (
     exec_problem,
     install_plan,
     next_steps,
-    prune,
     source_dir,
-    stop_services,
-    systemctl,
-    uninstall_plan,
+    uninstall,
 )
 from gateway.ops.logs import setup_logging
 
@@ -43,48 +44,111 @@ log = logging.getLogger("gateway")
 # does not carry the consumer's database code, nor the consumer the store and the
 # device drivers (RSS on a small device).
 
+ETC = Path("/etc/mqtt-gateway")
+DEFAULT_CONFIGS = {"gateway": (ETC / "gateway.yaml", Path("gateway.yaml")),
+                   "consumer": (ETC / "consumer.yaml", Path("consumer.yaml"))}
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+GATEWAY_CONFIG = Option("--config", FILE, "the YAML config file (default: "
+                        "/etc/mqtt-gateway/gateway.yaml, else ./gateway.yaml)")
+CONSUMER_CONFIG = Option("--config", FILE, "the consumer's YAML config file (default: "
+                         "/etc/mqtt-gateway/consumer.yaml, else ./consumer.yaml)")
+ROOT = Option("--root", DIR, "install under this directory instead of / (packaging, tests)")
+DRY_RUN = Option("--dry-run", FLAG, "print what would be done and change nothing")
+LOG_LEVEL = Option("--log-level", LEVELS, "the lowest level logged (default INFO)")
+
+# Every command: what it does, its options, and examples (the --help epilog).
+SPEC: Spec = (
+    Command("run", "run the gateway in the foreground (what systemd runs)",
+            (GATEWAY_CONFIG, LOG_LEVEL)),
+    Command("check", "validate a gateway or consumer config and print every problem",
+            (GATEWAY_CONFIG,)),
+    Command("status", "show the gateway's store (backlog, seqs, epoch, drops, size), or "
+            "with a consumer config what the consumer stored per stream",
+            (GATEWAY_CONFIG, Option("--json", FLAG, "print JSON instead of text"))),
+    Command("consume", "run the cloud-side deduplicating consumer",
+            (CONSUMER_CONFIG, LOG_LEVEL)),
+    Command("init", "write a commented starter config (never over an existing file)",
+            (Option("--driver", STARTER_DRIVERS, "the driver of its one device (default "
+                    "simulator)"),
+             Option("--consumer", FLAG, "a consumer config instead of a gateway config")),
+            FILE),
+    Command("install-service", "install the systemd units, the service user and example "
+            "configs",
+            (ROOT, DRY_RUN,
+             Option("--user", ("mqtt-gateway",), f"the service user (default {DEFAULT_USER})"),
+             Option("--exec", FILE, "the mqtt-gateway program the units run (default: this "
+                    "installation's script; not under /tmp, /var/tmp, /home, /root or "
+                    "/run/user, which the service cannot see)"),
+             Option("--source", DIR, "a source checkout holding systemd/ and config/ "
+                    "(default: the copies inside the installed package)"))),
+    Command("uninstall-service", "stop and disable the services, remove the units (config, "
+            "state and user stay)", (ROOT, DRY_RUN)),
+    Command("completion", "print a shell completion script", (), ("bash", "zsh")),
+)
+
+EXAMPLES = {
+    "run": "  mqtt-gateway run --config config/gateway.yaml --log-level DEBUG\n"
+           "  systemctl start mqtt-gateway          (the service runs this)",
+    "check": "  mqtt-gateway check                    (the installed config)\n"
+             "  mqtt-gateway check --config consumer.yaml\n"
+             "prints every problem with its line; warnings (a serial port absent now, a "
+             "state_dir\nnot writable) do not fail it. Exit 0 valid, 1 problems.",
+    "status": "  sudo -u mqtt-gateway /usr/local/bin/mqtt-gateway status\n"
+              "  mqtt-gateway status --config consumer.yaml --json",
+    "consume": "  mqtt-gateway consume --config config/consumer.yaml",
+    "init": "  mqtt-gateway init --driver serial gateway.yaml\n"
+            "  mqtt-gateway init --consumer consumer.yaml\n"
+            "  sudo mqtt-gateway init --driver bme280 /etc/mqtt-gateway/gateway.yaml\n"
+            f"drivers: {', '.join(STARTER_DRIVERS)}.\nA file written into "
+            "/etc/mqtt-gateway keeps its state under /var/lib/mqtt-gateway.",
+    "install-service": "  sudo /opt/mqtt-gateway/bin/mqtt-gateway install-service\n"
+                       "  mqtt-gateway install-service --root pkgroot --exec "
+                       "/usr/bin/mqtt-gateway",
+    "uninstall-service": "  sudo /opt/mqtt-gateway/bin/mqtt-gateway uninstall-service",
+    "completion": '  eval "$(mqtt-gateway completion bash)"        (in ~/.bashrc)\n'
+                  "  mqtt-gateway completion zsh > ~/.zfunc/_mqtt-gateway",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mqtt-gateway",
+        prog="mqtt-gateway", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Edge gateway: sensors -> durable SQLite outbox -> MQTT -> consumer.",
-    )
+        epilog="`mqtt-gateway COMMAND --help` describes each command, with examples. "
+               "Exit codes:\n0 success, 1 a failure or an invalid config, 2 a usage error.")
     parser.add_argument("--version", action="version", version=f"mqtt-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (
-        ("run", "run the gateway in the foreground (what systemd runs)"),
-        ("check", "validate a gateway or consumer config and print every problem"),
-        ("status", "show the gateway's store (backlog, seqs, epoch, drops, size), or with a "
-         "consumer config what the consumer stored per stream"),
-        ("consume", "run the cloud-side deduplicating consumer"),
-    ):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("--config", required=True, type=Path, metavar="FILE",
-                         help="the YAML config file")
-        if name == "status":
-            sub.add_argument("--json", action="store_true", help="print JSON")
-        if name in ("run", "consume"):
-            sub.add_argument("--log-level", default="INFO",
-                             choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    for name, text in (
-        ("install-service", "install the systemd units, the service user and example configs"),
-        ("uninstall-service", "remove the systemd units (config, state and user stay)"),
-    ):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
-                         help="install under this directory instead of / (packaging, tests)")
-        sub.add_argument("--dry-run", action="store_true", help="print what would be done")
-        if name == "install-service":
-            sub.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
-                             help=f"the service user (default {DEFAULT_USER})")
-            sub.add_argument("--exec", type=Path, metavar="PATH",
-                             help="the mqtt-gateway program the units run (default: this "
-                             "installation's script; it must not be under /tmp, /var/tmp, "
-                             "/home, /root or /run/user, which the service cannot see)")
-            sub.add_argument("--source", type=Path, metavar="DIR",
-                             help="a source checkout holding systemd/ and config/ (default: "
-                             "the copies inside the installed package)")
+    for command in SPEC:
+        sub = commands.add_parser(command.name, help=command.help, description=command.help,
+                                  epilog="examples:\n" + EXAMPLES[command.name],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        for option in command.options:
+            _add(sub, option)
+        if command.name == "init":
+            sub.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                             help="where to write it (default ./gateway.yaml, with "
+                             "--consumer ./consumer.yaml)")
+        if command.name == "completion":
+            sub.add_argument("shell", choices=("bash", "zsh"), help="the shell")
     return parser
+
+
+def _add(sub: argparse.ArgumentParser, option: Option) -> None:
+    if option.value == FLAG:
+        sub.add_argument(option.name, action="store_true", help=option.help)
+    elif option.name == "--log-level":
+        sub.add_argument(option.name, default="INFO", choices=LEVELS, help=option.help)
+    elif option.name == "--root":
+        sub.add_argument(option.name, type=Path, default=Path("/"), metavar="DIR",
+                         help=option.help)
+    elif option.name == "--user":
+        sub.add_argument(option.name, default=DEFAULT_USER, metavar="NAME", help=option.help)
+    elif option.name == "--driver":
+        sub.add_argument(option.name, choices=STARTER_DRIVERS, metavar="DRIVER",
+                         help=f"{option.help}: {', '.join(STARTER_DRIVERS)}")
+    else:
+        sub.add_argument(option.name, type=Path, help=option.help,
+                         metavar={"--exec": "PATH"}.get(option.name, str(option.value).upper()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,16 +158,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install-service" and not USER_NAME.fullmatch(args.user):
         parser.error(f"argument --user: {args.user!r} is not a user name "
                      "(lower-case letters, digits, '_' or '-', up to 31)")
+    if args.command == "init" and args.consumer and args.driver:
+        parser.error("argument --consumer: a consumer config has no devices (no --driver)")
     try:
         if args.command in ("install-service", "uninstall-service"):
             return _service_files(args)
+        if args.command == "init":
+            return _init(args.path, args.driver, args.consumer)
+        if args.command == "completion":
+            return _completion(args.shell)
+        path = _config_path(args.config, "consumer" if args.command == "consume" else "gateway")
+        if path is None:
+            return 1
         if args.command == "check":
-            return _check(args.config)
+            return _check(path)
         if args.command == "status":
-            return _status(args.config, args.json)
+            return _status(path, args.json)
+        if not _right_kind(path, args.command):
+            return 1
         if args.command == "run":
-            return _run(args.config, args.log_level)
-        return _consume(args.config, args.log_level)
+            return _run(path, args.log_level)
+        return _consume(path, args.log_level)
     except ConfigError as exc:
         _print_problems(exc.problems)
         return 1
@@ -112,6 +187,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 1
+
+
+def _config_path(given: Path | None, kind: str) -> Path | None:
+    """--config, else the first default that exists (saying so); None after saying why not."""
+    if given is not None:
+        return given
+    candidates = DEFAULT_CONFIGS[kind]
+    for path in candidates:
+        if path.is_file():
+            print(f"using {path} (no --config given)", file=sys.stderr)
+            return path
+    tried = " nor ".join(str(p) if p.is_absolute() else f"./{p}" for p in candidates)
+    flag = " --consumer" if kind == "consumer" else ""
+    print(f"error: no --config given and neither {tried} exists: pass --config FILE, or "
+          f"write a starter config with `mqtt-gateway init{flag}`", file=sys.stderr)
+    return None
+
+
+def _right_kind(path: Path, command: str) -> bool:
+    """`run` needs a gateway config and `consume` a consumer config; say so otherwise."""
+    from gateway.config.check import config_kind  # noqa: PLC0415
+
+    kind = config_kind(path)
+    wanted, other = ("gateway", "consume") if command == "run" else ("consumer", "run")
+    if kind == wanted:
+        return True
+    print(f"error: {path} is a {kind} config: use `mqtt-gateway {other} --config {path}` "
+          f"(`{command}` needs a {wanted} config)", file=sys.stderr)
+    return False
 
 
 def _print_problems(problems: Sequence[object]) -> None:
@@ -123,10 +227,43 @@ def _print_problems(problems: Sequence[object]) -> None:
 
 def _check(path: Path) -> int:
     from devices.registry import DRIVERS  # noqa: PLC0415
-    from gateway.config.check import check_file  # noqa: PLC0415
+    from gateway.config.check import check_file, check_warnings  # noqa: PLC0415
 
     kind, summary = check_file(path, DRIVERS)
+    for warning in check_warnings(path, DRIVERS):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: valid {kind} config: {summary}")
+    return 0
+
+
+def _init(path: Path | None, driver: str | None, consumer: bool) -> int:
+    from gateway.config.starter import starter  # noqa: PLC0415
+    from gateway.ops.install import service_config  # noqa: PLC0415
+
+    target = path or Path("consumer.yaml" if consumer else "gateway.yaml")
+    text = starter(driver, consumer, str(target))
+    if target.resolve().parent == ETC:  # the service's config: its state in StateDirectory=
+        text = service_config(text)
+    try:
+        with target.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:
+        print(f"error: {target} exists; not overwritten (edit it, or name another file: "
+              "mqtt-gateway init [--driver D] PATH)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    what = "consumer config" if consumer else f"gateway config (driver {driver or 'simulator'})"
+    print(f"wrote {target}: a starter {what}; edit it, then: "
+          f"mqtt-gateway check --config {target}")
+    return 0
+
+
+def _completion(shell: str) -> int:
+    from gateway.ops.completion import bash_script, zsh_script  # noqa: PLC0415
+
+    sys.stdout.write(bash_script(SPEC) if shell == "bash" else zsh_script(SPEC))
     return 0
 
 
@@ -230,7 +367,9 @@ def _service_files(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.command == "uninstall-service":
-            return _uninstall(root, args.dry_run)
+            for line in uninstall(root, args.dry_run):
+                print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
+            return 0
         executable = str(args.exec) if args.exec is not None else console_script()
         if not Path(executable).is_absolute():
             raise InstallError(f"--exec {executable}: give an absolute path")
@@ -247,22 +386,6 @@ def _service_files(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(next_steps(root, args.user, executable))
-    return 0
-
-
-def _uninstall(root: Path, dry_run: bool) -> int:
-    """Stop and disable (on /), then remove; daemon-reload (on /)."""
-    lines = stop_services(root, dry_run)
-    lines += apply(uninstall_plan(root), dry_run)
-    lines += [] if dry_run else prune(root / DOC_DIR)
-    reload = systemctl(["daemon-reload"], dry_run) if root == Path("/") else None
-    lines += [] if reload is None else [reload]
-    for line in lines:
-        print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
-    done = "" if root == Path("/") and reload is not None else \
-        "; on the target, run systemctl daemon-reload"
-    print(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
-          f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service user{done}")
     return 0
 
 

@@ -232,6 +232,20 @@ def stop_services(root: Path, dry_run: bool) -> list[str]:
     return [] if line is None else [line]
 
 
+def uninstall(root: Path, dry_run: bool) -> list[str]:
+    """Stop and disable (on /), remove the files, daemon-reload (on /); what was done."""
+    lines = stop_services(root, dry_run)
+    lines += apply(uninstall_plan(root), dry_run)
+    lines += [] if dry_run else prune(root / DOC_DIR)
+    reload = systemctl(["daemon-reload"], dry_run) if root == Path("/") else None
+    lines += [] if reload is None else [reload]
+    todo = "" if reload is not None else "; on the target, run systemctl daemon-reload"
+    lines.append(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
+                 f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service "
+                 f"user{todo}")
+    return lines
+
+
 def prune(directory: Path) -> list[str]:
     """Remove `directory` and the directories under it when they hold no file any more
     (after uninstall removed the documentation); one line per directory removed."""
