@@ -132,8 +132,9 @@ def exec_problem(executable: str) -> str | None:
     candidates = [("ExecStart", executable), ("ExecStart (resolved)",
                                               str(Path(executable).resolve()))]
     found = interpreter(Path(executable))
-    if found is not None:
-        candidates.append((f"the interpreter of {executable}", found))
+    if found is not None:  # a venv's python is often a link to one in a home directory
+        candidates += [(f"the interpreter of {executable}", found),
+                       (f"the interpreter of {executable} (resolved)", str(Path(found).resolve()))]
     for what, path in candidates:
         hidden = hidden_by(path)
         if hidden is not None:
