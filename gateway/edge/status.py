@@ -18,6 +18,7 @@ from gateway.core.delivery import DeliveryClass
 from gateway.core.errors import MqttGatewayError
 from gateway.core.units import format_bytes
 from gateway.edge.ingest import SUPPRESSED
+from gateway.edge.summary import split_drops
 
 
 def process_alive(pid: int) -> bool:
@@ -231,8 +232,10 @@ def render_status(report: dict[str, Any]) -> str:
     for s in report["streams"]:
         lines.append(f"  {s['device']}/{s['stream']:<20} {s['delivery']:<14} "
                      f"last seq {s['last_seq']:>8}  pending {s['pending']}")
-    drops = report["drops"]
-    lines.append("drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
+    for label, counts in zip(("rejected input", "dropped readings"), split_drops(report["drops"]),
+                             strict=True):
+        lines.append(f"{label}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                                     or "none"))
     if report["suppressed"]:
         lines.append("suppressed by report by exception (not lost): "
                      + ", ".join(f"{k} {v}" for k, v in sorted(report["suppressed"].items())))

@@ -5,7 +5,7 @@ Two kinds of "did not get through" are named apart, each with its reasons:
 - rejected input: lines or fields a device sent that never became a reading
   (bad_json, not_an_object, missing_field, bad_value, ...);
 - dropped readings: readings that existed and were lost (store_full,
-  disk_full, at_most_once_buffer_full, too_large, store_error).
+  disk_full, at_most_once_buffer_full, too_large, store_error, shutdown).
 
 Suppressed values (report by exception) are neither: they are shown apart.
 Pure formatting; the line is always one line.
@@ -17,6 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 MAX_REASONS = 4  # reasons shown per kind; the rest are summed as "other"
+# The drop reasons that are readings lost; every other reason is input rejected.
+LOST = frozenset({"store_full", "disk_full", "store_error", "at_most_once_buffer_full",
+                  "too_large", "shutdown"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,12 @@ def by_reason(counts: tuple[tuple[str, int], ...]) -> str:
     if rest:
         parts.append(f"other {rest}")
     return f"{total} ({', '.join(parts)})"
+
+
+def split_drops(drops: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """The store's drop counts by reason as (rejected input, dropped readings)."""
+    rejected = {reason: n for reason, n in drops.items() if reason not in LOST}
+    return rejected, {reason: n for reason, n in drops.items() if reason in LOST}
 
 
 def summary_line(f: SummaryFigures, backlog: int, broker: str) -> str:

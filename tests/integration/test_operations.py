@@ -241,6 +241,9 @@ def test_garbage_on_the_serial_line_is_counted_and_skipped(rig_factory: type[Rig
     # The summary names them as rejected input, apart from lost readings (none here).
     total = sum(expected.values())
     rig.gateway.wait_log(rf"rejected input {total} \(.*\), dropped readings 0[;,]", timeout=10)
+    text = rig.cli("status", "--config", str(rig.gateway.config)).stdout
+    rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(expected.items()))
+    assert f"\nrejected input: {rejected}\ndropped readings: none\n" in text, text
 
 
 def test_unplug_and_replug_the_serial_port(rig_factory: type[Rig]) -> None:

@@ -4,6 +4,7 @@ the reconnect delay is capped so a returning broker is found within seconds."""
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from gateway.config.gateway_config import load_gateway_config
 from gateway.core.backoff import Backoff
 from gateway.core.identity import SequenceCounters
 from gateway.edge.ingest import DeviceSink, Intake
-from gateway.edge.summary import MAX_REASONS, by_reason, figures, summary_line
+from gateway.edge.summary import LOST, MAX_REASONS, by_reason, figures, split_drops, summary_line
 from gateway.mqtt.link import RECONNECT_CAP
 
 CONFIG = """\
@@ -78,3 +79,21 @@ def test_reconnect_delays_never_exceed_five_seconds() -> None:
     delays = [backoff.next_delay() for _ in range(200)]
     assert max(delays) <= RECONNECT_CAP
     assert min(delays[10:]) >= RECONNECT_CAP / 2  # jittered, but not hammering the broker
+
+
+def test_status_splits_the_stores_drops_the_same_way() -> None:
+    rejected, dropped = split_drops({"bad_json": 3, "store_full": 2, "missing_field": 1,
+                                     "at_most_once_buffer_full": 4})
+    assert rejected == {"bad_json": 3, "missing_field": 1}
+    assert dropped == {"store_full": 2, "at_most_once_buffer_full": 4}
+
+
+def test_every_reason_a_reading_is_dropped_for_is_counted_as_lost() -> None:
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    source = "\n".join(p.read_text() for p in root.rglob("*.py"))
+    reasons = set(re.findall(r'\.drop\("([a-z_]+)"', source))
+    reasons |= set(re.findall(r'_refuse\([^)]*"([a-z_]+)"', source))
+    reasons |= set(re.findall(r'reason = "([a-z_]+)" if disk_full else "([a-z_]+)"', source)[0])
+    assert {"too_large", "at_most_once_buffer_full", "store_full", "disk_full",
+            "store_error", "shutdown"} <= reasons
+    assert reasons <= LOST
