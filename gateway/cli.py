@@ -1,9 +1,9 @@
-"""The `mqtt-gateway` command line (docs/operations.md; the contract is in docs/contracts.md).
+"""The `mqtt-gateway` command line (docs/contracts.md, "Command line").
 
 Exit codes: 0 success, 1 runtime or validation failure, 2 usage error.
 Without --config, the everyday commands use the installed config
 (/etc/mqtt-gateway/gateway.yaml, else ./gateway.yaml; `consume`: consumer.yaml)
-and say which file they used.
+and say which file they used (docs/operations.md).
 """
 
 from __future__ import annotations

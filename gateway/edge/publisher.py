@@ -50,8 +50,6 @@ class Publisher:
         self._cursor = 0  # the last row sent, in id order (the live lane)
         # The backlog found at a connect: (the last of its rows sent, its last row).
         self._backlog: tuple[int, int] | None = None
-        self._backlog_began = 0.0  # when it was found (monotonic), and how many of it were sent
-        self._backlog_sent = 0
         self._retry: list[int] = []
         self._in_flight_rows: dict[int, OutboxRow] = {}
         self._quarantine_logged: set[tuple[str, str, str]] = set()
@@ -67,6 +65,8 @@ class Publisher:
         self.acknowledged = 0
         self.settled = 0  # stored rows' acks of any outcome (the watchdog's proof of progress)
         self.first_ack_logged = False
+        self._backlog_began = 0.0  # when the backlog was found (monotonic), and how many of
+        self._backlog_sent = 0     # its rows were sent since
         self.feeding = True
         self._wake = asyncio.Event()
         link.on_publish = self._on_publish
