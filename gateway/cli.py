@@ -22,7 +22,8 @@ from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerCredentials, BrokerSecrets, CredentialError, load_secrets
 from gateway.config.starter import DRIVERS as STARTER_DRIVERS
 from gateway.core.extras import MissingExtras
-from gateway.ops.completion import DIR, FILE, FLAG, Command, Option, Spec
+from gateway.ops.command_table import DEFAULT_CONFIGS, ETC, EXAMPLES, LEVELS, SPEC
+from gateway.ops.completion import FLAG, Option
 from gateway.ops.install import (
     DEFAULT_USER,
     USER_NAME,
@@ -43,72 +44,6 @@ log = logging.getLogger("gateway")
 # Each command imports the modules it needs when it runs (PLC0415 below): the gateway
 # does not carry the consumer's database code, nor the consumer the store and the
 # device drivers (RSS on a small device).
-
-ETC = Path("/etc/mqtt-gateway")
-DEFAULT_CONFIGS = {"gateway": (ETC / "gateway.yaml", Path("gateway.yaml")),
-                   "consumer": (ETC / "consumer.yaml", Path("consumer.yaml"))}
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-GATEWAY_CONFIG = Option("--config", FILE, "the YAML config file (default: "
-                        "/etc/mqtt-gateway/gateway.yaml, else ./gateway.yaml)")
-CONSUMER_CONFIG = Option("--config", FILE, "the consumer's YAML config file (default: "
-                         "/etc/mqtt-gateway/consumer.yaml, else ./consumer.yaml)")
-ROOT = Option("--root", DIR, "install under this directory instead of / (packaging, tests)")
-DRY_RUN = Option("--dry-run", FLAG, "print what would be done and change nothing")
-LOG_LEVEL = Option("--log-level", LEVELS, "the lowest level logged (default INFO)")
-
-# Every command: what it does, its options, and examples (the --help epilog).
-SPEC: Spec = (
-    Command("run", "run the gateway in the foreground (what systemd runs)",
-            (GATEWAY_CONFIG, LOG_LEVEL)),
-    Command("check", "validate a gateway or consumer config and print every problem",
-            (GATEWAY_CONFIG,)),
-    Command("status", "show the gateway's store (backlog, seqs, epoch, drops, size), or "
-            "with a consumer config what the consumer stored per stream",
-            (GATEWAY_CONFIG, Option("--json", FLAG, "print JSON instead of text"))),
-    Command("consume", "run the cloud-side deduplicating consumer",
-            (CONSUMER_CONFIG, LOG_LEVEL)),
-    Command("init", "write a commented starter config (never over an existing file)",
-            (Option("--driver", STARTER_DRIVERS, "the driver of its one device (default "
-                    "simulator)"),
-             Option("--consumer", FLAG, "a consumer config instead of a gateway config")),
-            FILE),
-    Command("install-service", "install the systemd units, the service user and example "
-            "configs",
-            (ROOT, DRY_RUN,
-             Option("--user", ("mqtt-gateway",), f"the service user (default {DEFAULT_USER})"),
-             Option("--exec", FILE, "the mqtt-gateway program the units run (default: this "
-                    "installation's script; not under /tmp, /var/tmp, /home, /root or "
-                    "/run/user, which the service cannot see)"),
-             Option("--source", DIR, "a source checkout holding systemd/ and config/ "
-                    "(default: the copies inside the installed package)"))),
-    Command("uninstall-service", "stop and disable the services, remove the units (config, "
-            "state and user stay)", (ROOT, DRY_RUN)),
-    Command("completion", "print a shell completion script", (), ("bash", "zsh")),
-)
-
-EXAMPLES = {
-    "run": "  mqtt-gateway run --config config/gateway.yaml --log-level DEBUG\n"
-           "  systemctl start mqtt-gateway          (the service runs this)",
-    "check": "  mqtt-gateway check                    (the installed config)\n"
-             "  mqtt-gateway check --config consumer.yaml\n"
-             "prints every problem with its line; warnings (a serial port absent now, a "
-             "state_dir\nnot writable) do not fail it. Exit 0 valid, 1 problems.",
-    "status": "  sudo -u mqtt-gateway /usr/local/bin/mqtt-gateway status\n"
-              "  mqtt-gateway status --config consumer.yaml --json",
-    "consume": "  mqtt-gateway consume --config config/consumer.yaml",
-    "init": "  mqtt-gateway init --driver serial gateway.yaml\n"
-            "  mqtt-gateway init --consumer consumer.yaml\n"
-            "  sudo mqtt-gateway init --driver bme280 /etc/mqtt-gateway/gateway.yaml\n"
-            f"drivers: {', '.join(STARTER_DRIVERS)}.\nA file written into "
-            "/etc/mqtt-gateway keeps its state under /var/lib/mqtt-gateway.",
-    "install-service": "  sudo /opt/mqtt-gateway/bin/mqtt-gateway install-service\n"
-                       "  mqtt-gateway install-service --root pkgroot --exec "
-                       "/usr/bin/mqtt-gateway",
-    "uninstall-service": "  sudo /opt/mqtt-gateway/bin/mqtt-gateway uninstall-service",
-    "completion": '  eval "$(mqtt-gateway completion bash)"        (in ~/.bashrc)\n'
-                  "  mqtt-gateway completion zsh > ~/.zfunc/_mqtt-gateway",
-}
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -167,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return _init(args.path, args.driver, args.consumer)
         if args.command == "completion":
             return _completion(args.shell)
-        path = _config_path(args.config, "consumer" if args.command == "consume" else "gateway")
+        path = _config_path(args.config, {"consume": "consumer", "run": "gateway"}.get(
+            args.command, "either"))
         if path is None:
             return 1
         if args.command == "check":
@@ -198,9 +134,11 @@ def _config_path(given: Path | None, kind: str) -> Path | None:
         if path.is_file():
             print(f"using {path} (no --config given)", file=sys.stderr)
             return path
-    tried = " nor ".join(str(p) if p.is_absolute() else f"./{p}" for p in candidates)
+    names = [str(p) if p.is_absolute() else f"./{p}" for p in candidates]
+    tried = f"neither {names[0]} nor {names[1]}" if len(names) == 2 else \
+        f"none of {', '.join(names[:-1])} or {names[-1]}"
     flag = " --consumer" if kind == "consumer" else ""
-    print(f"error: no --config given and neither {tried} exists: pass --config FILE, or "
+    print(f"error: no --config given and {tried} exists: pass --config FILE, or "
           f"write a starter config with `mqtt-gateway init{flag}`", file=sys.stderr)
     return None
 

@@ -54,13 +54,23 @@ def test_init_never_overwrites_a_file(tmp_path: Path) -> None:
 def test_commands_without_config_use_the_default_and_say_so(tmp_path: Path) -> None:
     missing = run_cli("check", cwd=tmp_path)
     assert missing.returncode == 1
-    assert missing.stderr == ("error: no --config given and neither "
-                              "/etc/mqtt-gateway/gateway.yaml nor ./gateway.yaml exists: pass "
+    assert missing.stderr == ("error: no --config given and none of "
+                              "/etc/mqtt-gateway/gateway.yaml, ./gateway.yaml, "
+                              "/etc/mqtt-gateway/consumer.yaml or ./consumer.yaml exists: pass "
                               "--config FILE, or write a starter config with `mqtt-gateway "
                               "init`\n")
     consumer = run_cli("consume", cwd=tmp_path)
-    assert consumer.returncode == 1 and "./consumer.yaml" in consumer.stderr
+    assert consumer.returncode == 1
+    assert consumer.stderr.startswith("error: no --config given and neither "
+                                      "/etc/mqtt-gateway/consumer.yaml nor ./consumer.yaml "
+                                      "exists")
     assert "mqtt-gateway init --consumer" in consumer.stderr
+    # A host with only the consumer's config: check and status find it.
+    assert run_cli("init", "--consumer", cwd=tmp_path).returncode == 0
+    only = run_cli("check", cwd=tmp_path)
+    assert only.returncode == 0 and "valid consumer config" in only.stdout, only.stderr
+    assert only.stderr.startswith("using consumer.yaml (no --config given)")
+    (tmp_path / "consumer.yaml").unlink()
     assert run_cli("init", cwd=tmp_path).returncode == 0
     check = run_cli("check", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
