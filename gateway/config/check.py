@@ -8,6 +8,7 @@ install when it is not.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gateway.config.common import ConfigError
@@ -25,15 +26,19 @@ from gateway.core.extras import POSTGRES, MissingExtras
 
 
 def config_kind(path: Path) -> str:
-    """`consumer` when the file has a top-level `database:` key, else `gateway`."""
+    """`consumer` when the file has a top-level `database:` key or a `broker.subscribe`
+    and neither `devices:` nor `gateway:`, else `gateway`."""
     try:
         root, _ = load_located(read_source(path))
     except (OSError, UnicodeDecodeError, RecursionError):
         return "gateway"  # the gateway loader reports what is wrong with the file
-    if root is not None and isinstance(root.value, dict) and "database" in root.value \
-            and "devices" not in root.value:
-        return "consumer"
-    return "gateway"
+    if root is None or not isinstance(root.value, dict) or "devices" in root.value \
+            or "gateway" in root.value:
+        return "gateway"
+    broker = root.value.get("broker")
+    subscribes = broker is not None and isinstance(broker.value, dict) \
+        and "subscribe" in broker.value
+    return "consumer" if "database" in root.value or subscribes else "gateway"
 
 
 def check_file(path: Path, drivers: DriverTable,
@@ -103,3 +108,60 @@ def problems_in(path: Path, drivers: DriverTable) -> list[Problem]:
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def check_warnings(path: Path, drivers: DriverTable) -> list[str]:
+    """What may stop a valid gateway config from working here and now, without making it
+    invalid: a device node that is absent (a USB sensor may be plugged in later) and a
+    state_dir this user cannot write. Empty for a consumer config."""
+    if config_kind(path) == "consumer":
+        return []
+    config = load_gateway_config(path, drivers)
+    lines = [line for device in config.devices for line in _device_warnings(device.id,
+                                                                            device.options)]
+    problem = _unwritable(config.state_dir)
+    if problem is not None:
+        lines.append(problem)
+    return lines
+
+
+def _device_warnings(device: str, options: object) -> list[str]:
+    """Device nodes and sysfs paths a driver's options name that do not exist now."""
+    port, chip = getattr(options, "port", None), getattr(options, "chip", None)
+    bus, base = getattr(options, "bus", None), getattr(options, "base_dir", None)
+    if isinstance(port, str) and port.startswith("/") and not os.path.exists(port):
+        return [f"{device}: port {port} does not exist now (a USB sensor may be plugged in "
+                "later; ls /dev/serial/by-id/)"]
+    if isinstance(chip, str) and chip.startswith("/") and not os.path.exists(chip):
+        return [f"{device}: chip {chip} does not exist now (gpiodetect lists the GPIO chips)"]
+    if isinstance(bus, int) and not os.path.exists(f"/dev/i2c-{bus}"):
+        return [f"{device}: /dev/i2c-{bus} does not exist now (enable I2C: dtparam=i2c_arm=on "
+                "in config.txt, or modprobe i2c-dev; i2cdetect -l lists the buses)"]
+    if isinstance(base, str) and not os.path.isdir(base):
+        return [f"{device}: {base} does not exist now (enable 1-Wire: dtoverlay=w1-gpio in "
+                "config.txt)"]
+    if isinstance(base, str):
+        return [f"{device}: probe {probe.id} is not under {base} now (ls {base})"
+                for probe in getattr(options, "probes", ())
+                if not os.path.isdir(os.path.join(base, probe.id))]
+    return []
+
+
+def _unwritable(state_dir: Path) -> str | None:
+    """Why this user could not create its store in `state_dir`, or None."""
+    who = f"uid {os.geteuid()}"
+    service = " (under systemd, StateDirectory= makes it the service user's)" \
+        if str(state_dir).startswith("/var/lib/mqtt-gateway") else ""
+    if state_dir.is_dir():
+        if os.access(state_dir, os.W_OK | os.X_OK):
+            return None
+        return f"state_dir {state_dir} is not writable by {who}: run as its owner{service}"
+    parent = state_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if state_dir.exists():
+        return f"state_dir {state_dir} is not a directory"
+    if os.access(parent, os.W_OK | os.X_OK):
+        return None
+    return (f"state_dir {state_dir} does not exist and {who} cannot create it ({parent} is "
+            f"not writable){service}")

@@ -77,7 +77,8 @@ def read_root(path: Path) -> tuple[MapReader | None, list[Problem]]:
     except RecursionError:
         return None, [Problem(name, None, "", "valid YAML", "values nested too deeply to read")]
     for error in errors:
-        problems.append(Problem(name, error.line, error.path, "valid YAML", error.message))
+        problems.append(Problem(name, error.line, error.path, "valid YAML", error.message,
+                                error.hint))
     if root is None:
         if not errors:
             problems.append(Problem(name, None, "", "a mapping with 'version: 1'", "an empty file"))

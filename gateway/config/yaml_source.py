@@ -43,6 +43,7 @@ class SourceError:
     line: int | None
     message: str
     path: str = ""
+    hint: str = ""  # what the author most likely did, for a syntax error
 
 
 def read_source(path: Path) -> str:
@@ -76,7 +77,9 @@ def load_located(text: str) -> tuple[Located | None, list[SourceError]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = exc.problem or exc.context or "malformed YAML"
-        return None, [SourceError(line, f"YAML syntax error: {what}")]
+        opened = exc.context_mark.line + 1 if exc.context_mark is not None else None
+        return None, [SourceError(line, f"YAML syntax error: {what}", "",
+                                  syntax_hint(text, what, exc.context or "", line, opened))]
     except yaml.YAMLError as exc:
         return None, [SourceError(None, f"YAML error: {exc}")]
     finally:
@@ -128,6 +131,46 @@ def expansion_problem(root: yaml.Node, limit: int) -> SourceError | None:
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
     return None
+def syntax_hint(text: str, problem: str, context: str, line: int | None,
+                opened: int | None) -> str:
+    """What the author most likely did to cause a YAML syntax error, and the line it is on."""
+    lines = text.splitlines()
+    tab = next((n for n, t in enumerate(lines[:line], 1)
+                if "\t" in t[:len(t) - len(t.lstrip())]), None)
+    if tab is not None or "'\\t'" in problem:
+        where = tab if tab is not None else line
+        return f"a tab in the indentation of line {where}: YAML indents with spaces only"
+    if "flow sequence" in context or "flow mapping" in context:
+        pair = "[]" if "sequence" in context else "{}"
+        return (f"most likely an unclosed '{pair[0]}' (opened at line {opened}): close it with "
+                f"'{pair[1]}' on the same line, or write one item per line")
+    if "quoted scalar" in context:
+        return (f"most likely an unclosed quote (opened at line {opened}): end the value with "
+                "the quote it starts with")
+    if line is None or not 0 < line <= len(lines):
+        return ""
+    shown = _excerpt(lines[line - 1])
+    if "mapping values are not allowed" in problem:
+        return (f"line {line} is {shown}: most likely its indentation is deeper than a key at "
+                "its level, or a value holding ': ' needs quotes")
+    if "expected <block end>" in problem or "expected key" in problem \
+            or "expected '-'" in problem or "block mapping" in context:
+        above = sorted({_indent(t) for t in lines[:line - 1] if t.strip()
+                        and not t.lstrip().startswith("#")})
+        return (f"most likely the indentation: line {line} ({shown}) is indented "
+                f"{_indent(lines[line - 1])} spaces, the lines above it "
+                f"{', '.join(map(str, above[:6])) or 'none'}; the keys of one mapping, and the "
+                "items of one list, line up")
+    return f"line {line} is {shown}"
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _excerpt(line: str) -> str:
+    text = line.rstrip()
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, errors: list[SourceError], path: str

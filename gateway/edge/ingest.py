@@ -54,7 +54,9 @@ class Intake:
         self.volatile_limit = config.store.at_most_once_buffer
         self.drops: Counter[DropKey] = Counter()
         self.read = 0
-        self.dropped_total = 0
+        # Cumulative, by reason: input that never became a reading, and readings lost.
+        self.rejected_by: Counter[str] = Counter()
+        self.dropped_by: Counter[str] = Counter()
         self.suppressed_total = 0
         self.on_batch_full: Callable[[], None] = lambda: None
         self.on_volatile: Callable[[], None] = lambda: None
@@ -76,10 +78,25 @@ class Intake:
         self.volatile.append(Volatile(reading.device, reading.stream, reading.topic, payload))
         self.on_volatile()
 
+    @property
+    def dropped_total(self) -> int:
+        """Readings lost (not counting rejected input nor suppressed values)."""
+        return sum(self.dropped_by.values())
+
+    @property
+    def rejected_total(self) -> int:
+        """Input lines or fields that never became a reading."""
+        return sum(self.rejected_by.values())
+
     def drop(self, reason: str, device: str, stream: str, count: int = 1) -> None:
         """Count readings dropped for `reason`."""
         self.drops[(reason, device, stream)] += count
-        self.dropped_total += count
+        self.dropped_by[reason] += count
+
+    def reject(self, reason: str, device: str, stream: str) -> None:
+        """Count one piece of input that never became a reading (stored with the drops)."""
+        self.drops[(reason, device, stream)] += 1
+        self.rejected_by[reason] += 1
 
     def suppress(self, device: str, stream: str) -> None:
         """Count one reading held back by report by exception (not a drop)."""
@@ -136,7 +153,7 @@ class DeviceSink:
         self._reject(reason, "*", detail)
 
     def _reject(self, reason: str, stream: str, detail: str) -> None:
-        self.intake.drop(reason, self.device.id, stream)
+        self.intake.reject(reason, self.device.id, stream)
         if reason not in self._reasons_seen:
             self._reasons_seen.add(reason)
             log.warning("device=%s dropped input: %s: %s (further drops of this kind are "

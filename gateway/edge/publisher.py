@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -63,6 +64,8 @@ class Publisher:
         self.acknowledged = 0
         self.settled = 0  # stored rows' acks of any outcome (the watchdog's proof of progress)
         self.first_ack_logged = False
+        self._backlog_began = 0.0  # when the backlog was found (monotonic), and how many of
+        self._backlog_sent = 0     # its rows were sent since
         self.feeding = True
         self._wake = asyncio.Event()
         link.on_publish = self._on_publish
@@ -81,6 +84,7 @@ class Publisher:
             # (Reconnecting during a drain keeps both lanes: the live lane holds what came
             # meanwhile and still goes first.)
             self._backlog, self._cursor = (self._cursor, last), last
+            self._backlog_began, self._backlog_sent = time.monotonic(), 0
         self.wake()
 
     def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
@@ -140,6 +144,10 @@ class Publisher:
             rows = self.outbox.fetch(sent, room, up_to=last)
             self._backlog = (rows[-1].id, last) if rows else None  # None: the backlog is sent
             self._send_rows(rows)
+            self._backlog_sent += len(rows)
+            if not rows and self._backlog_sent:
+                log.info("backlog of %d readings sent in %.1fs (since the connect that found it)",
+                         self._backlog_sent, time.monotonic() - self._backlog_began)
 
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         ledger = self.rows

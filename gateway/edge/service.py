@@ -33,6 +33,7 @@ from gateway.edge.ingest import DeviceSink, Intake
 from gateway.edge.publisher import Publisher
 from gateway.edge.reload import plan_reload
 from gateway.edge.snapshot import GatewaySnapshot
+from gateway.edge.summary import SummaryFigures, figures, summary_line
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
@@ -161,7 +162,10 @@ class Gateway:
             self.publisher.resend(resend)
         self.publisher.committed(acked, quarantined, held)
         self.stored += result.stored
-        self.intake.dropped_total += result.refused + result.disk_full
+        # Counted in the store by the commit itself; here for the summary line.
+        for reason, n in (("store_full", result.refused), ("disk_full", result.disk_full)):
+            if n:
+                self.intake.dropped_by[reason] += n
         if result.refused and not self._store_full:
             self._store_full = True
             log.warning("store %s is full (%d bytes, max %d): new durable readings are refused "
@@ -224,31 +228,28 @@ class Gateway:
         }
 
     async def _summaries(self) -> None:
-        last: tuple[int, ...] = ()
+        last: SummaryFigures | None = None
         while True:
             await asyncio.sleep(self.config.summary_interval)
-            figures = (self.intake.read, self.stored, self.publisher.acknowledged,
-                       self.publisher.sent_volatile, self.intake.dropped_total,
-                       self.intake.suppressed_total)
-            if figures == last and self.broker_up:
+            i = self.intake
+            now = figures(i.read, self.stored, self.publisher.acknowledged,
+                          self.publisher.sent_volatile, i.rejected_by, i.dropped_by,
+                          i.suppressed_total)
+            if now == last and self.broker_up:
                 continue
-            last = figures
-            backlog = self.outbox.pending_count()
+            last = now
             state = "connected" if self.broker_up else (
                 f"unreachable for {time.monotonic() - (self._down_since or time.monotonic()):.0f}s")
-            # Suppressed by report by exception: not a loss, shown apart from the drops.
-            suppressed = f", suppressed {figures[5]}" if figures[5] else ""
-            log.info("summary: read %d, stored %d, acknowledged %d, at-most-once sent %d, "
-                     "dropped %d%s; backlog %d; broker %s", *figures[:5], suppressed, backlog,
-                     state)
+            log.info("%s", summary_line(now, self.outbox.pending_count(), state))
 
     # -- life cycle --------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:
         """Run until `stop` is set, then shut down in order; False when a task died."""
-        log.info("gateway %s starting: store %s, epoch %s (%s), %d devices, broker %s",
-                 self.config.gateway_id, self.outbox.path, self.outbox.epoch,
-                 "continued after a clean stop" if self.outbox.continued else "new",
-                 len(self.config.devices), self.link.address)
+        log.info("gateway %s starting: store %s, epoch %s (%s), %d devices, broker %s; "
+                 "readings go to %s/#", self.config.gateway_id, self.outbox.path,
+                 self.outbox.epoch, "continued after a clean stop" if self.outbox.continued
+                 else "new", len(self.config.devices), self.link.address,
+                 self.config.broker.topics.prefix)
         pending = self.outbox.pending_count()
         if pending:
             log.info("store %s holds %d unacknowledged readings; sending them again",

@@ -18,6 +18,7 @@ from gateway.core.delivery import DeliveryClass
 from gateway.core.errors import MqttGatewayError
 from gateway.core.units import format_bytes
 from gateway.edge.ingest import SUPPRESSED
+from gateway.edge.summary import split_drops
 
 
 def process_alive(pid: int) -> bool:
@@ -44,6 +45,10 @@ def read_status(config: GatewayConfig, now: float | None = None) -> dict[str, An
     path = config.store_path
     if not path.exists():
         raise StatusError(f"no store at {path}: the gateway has not run with this config yet")
+    if not (os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+        raise StatusError(f"cannot read the store {path}: permission denied; run status as "
+                          "the store's owner (sudo -u USER /full/path/mqtt-gateway status) or "
+                          "as root")
     now = time.time() if now is None else now
     try:
         conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5.0)
@@ -51,8 +56,29 @@ def read_status(config: GatewayConfig, now: float | None = None) -> dict[str, An
             return _collect(conn, config, path, now)
         finally:
             conn.close()
+            give_back(path)
     except sqlite3.Error as exc:
         raise StatusError(f"cannot read the store {path}: {exc}") from exc
+
+
+def give_back(path: Path) -> None:
+    """Run as root, leave no file beside the store that its owner (the service user) cannot
+    open: the -wal, -shm or -journal a root connection made are given to the store's owner.
+    (SQLite's unix VFS does this itself for WAL files; this covers builds that do not.)"""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = path.stat()
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        try:
+            st = side.lstat()
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(side, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        except OSError:
+            continue  # gone meanwhile (the last connection removed it)
 
 
 def _collect(conn: sqlite3.Connection, config: GatewayConfig, path: Path, now: float
@@ -163,30 +189,35 @@ def _confirmation(conn: sqlite3.Connection, config: GatewayConfig, now: float) -
             "oldest_wait_s": None if oldest is None else round(max(0.0, now - oldest), 3)}
 
 
+def _process_lines(report: dict[str, Any]) -> list[str]:
+    """What `status` says of the running process and its confirmations."""
+    runtime = report["runtime"]
+    if not runtime:
+        return ["process not running; last stop was "
+                + ("clean" if report["last_stop_clean"] else "NOT clean (a new epoch starts at "
+                   "the next run)")]
+    age = time.time() - runtime["updated_at"]
+    broker = "connected" if runtime["broker_connected"] else "NOT connected"
+    lines = [f"process running (pid {runtime['pid']}, snapshot {age:.0f}s old); "
+             f"broker {runtime['broker']} {broker}; in flight {runtime['in_flight']}"]
+    if "confirmations_accepted" in runtime:
+        ignored = sum(runtime["confirmations_ignored"].values())
+        lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "
+                     f"accepted, {runtime.get('readings_confirmed', 0)} readings confirmed, "
+                     f"{ignored} ignored, {runtime['resent_unconfirmed']} "
+                     "readings resent for want of one")
+        if runtime.get("consumer_absent"):
+            lines.append(f"NO CONSUMER IS CONFIRMING (silent for "
+                         f"{runtime['confirmation_silent_s']:.0f}s): run `mqtt-gateway "
+                         "consume`, or set `confirmation: broker`")
+    return lines
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human-readable form of `read_status()`."""
     lines = [f"gateway {report['gateway']}   store {report['store']}",
-             f"epoch   {report['epoch']}"]
+             f"epoch   {report['epoch']}", *_process_lines(report)]
     runtime = report["runtime"]
-    if runtime:
-        age = time.time() - runtime["updated_at"]
-        broker = "connected" if runtime["broker_connected"] else "NOT connected"
-        lines.append(f"process running (pid {runtime['pid']}, snapshot {age:.0f}s old); "
-                     f"broker {runtime['broker']} {broker}; in flight {runtime['in_flight']}")
-        if "confirmations_accepted" in runtime:
-            ignored = sum(runtime["confirmations_ignored"].values())
-            lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "
-                         f"accepted, {runtime.get('readings_confirmed', 0)} readings confirmed, "
-                         f"{ignored} ignored, {runtime['resent_unconfirmed']} "
-                         "readings resent for want of one")
-            if runtime.get("consumer_absent"):
-                lines.append(f"NO CONSUMER IS CONFIRMING (silent for "
-                             f"{runtime['confirmation_silent_s']:.0f}s): run `mqtt-gateway "
-                             "consume`, or set `confirmation: broker`")
-    else:
-        lines.append("process not running; last stop was "
-                     + ("clean" if report["last_stop_clean"] else "NOT clean (a new epoch "
-                        "starts at the next run)"))
     if runtime and runtime.get("store_disk_full"):
         lines.append("DISK FULL: new durable readings are dropped and counted (disk_full); "
                      "stored ones are still sent")
@@ -213,8 +244,10 @@ def render_status(report: dict[str, Any]) -> str:
     for s in report["streams"]:
         lines.append(f"  {s['device']}/{s['stream']:<20} {s['delivery']:<14} "
                      f"last seq {s['last_seq']:>8}  pending {s['pending']}")
-    drops = report["drops"]
-    lines.append("drops: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"))
+    for label, counts in zip(("rejected input", "dropped readings"), split_drops(report["drops"]),
+                             strict=True):
+        lines.append(f"{label}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                                     or "none"))
     if report["suppressed"]:
         lines.append("suppressed by report by exception (not lost): "
                      + ", ".join(f"{k} {v}" for k, v in sorted(report["suppressed"].items())))

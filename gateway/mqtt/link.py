@@ -37,6 +37,9 @@ from gateway.mqtt import _paho
 log = logging.getLogger("gateway.mqtt")
 
 CONNECT_TIMEOUT = 10.0
+# Reconnect delays grow from 0.5 s to this cap (jittered, 2.5-5 s): a broker back after
+# a long outage is found within 5 s.
+RECONNECT_CAP = 5.0
 LATENCY_SAMPLE = 8  # one publish in this many is timed to its acknowledgement (metrics)
 
 
@@ -113,7 +116,7 @@ class MqttLink:
         """Keep the connection up until cancelled."""
         self._loop = asyncio.get_running_loop()
         _paho.attach_to_loop(self.client, self._loop)
-        backoff = Backoff(base=0.5, cap=30.0)
+        backoff = Backoff(base=0.5, cap=RECONNECT_CAP)
         misc = asyncio.create_task(self._misc_loop())
         try:
             while True:

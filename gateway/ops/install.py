@@ -6,8 +6,8 @@ and tests):
 - `etc/systemd/system/mqtt-gateway.service` and `mqtt-gateway-consumer.service`,
   with ExecStart pointing at this installation's console script and the
   chosen user;
-- `etc/sysusers.d/mqtt-gateway.conf` (the service user, in groups dialout and
-  gpio), applied with `systemd-sysusers --root ROOT` when that tool exists;
+- `etc/sysusers.d/mqtt-gateway.conf` (the service user, in groups dialout,
+  gpio and i2c), applied with `systemd-sysusers --root ROOT` when that tool exists;
 - `etc/mqtt-gateway/gateway.yaml` and `consumer.yaml` from the examples,
   never over an existing file;
 - `usr/local/share/doc/mqtt-gateway/`: README.md (the units' `Documentation=`),
@@ -17,9 +17,15 @@ The files come from the package itself (`gateway/ops/shipped`, copied there
 when the wheel is built, see setup.py), or, in an editable install, from the
 checkout the package lives in, or from `--source DIR`.
 
-Uninstall removes the units, the sysusers snippet and the documentation;
-config, state and the user stay (it says so). Plans are pure data; `apply`
-does the file work.
+The service runs with PrivateTmp=yes and ProtectHome=yes, so a program under
+/tmp, /var/tmp, /home, /root or /run/user (a clone, a venv in a home
+directory) is invisible to it: installing into / refuses such an ExecStart
+(`exec_problem`), saying how to install the program where the service sees it.
+
+Uninstall stops and disables the services first (on / with systemctl), then
+removes the units, their `*.wants/` links, the sysusers snippet and the
+documentation; config, state and the user stay (it says so). Plans are pure
+data; `apply` does the file work.
 """
 
 from __future__ import annotations
@@ -46,6 +52,16 @@ DOCS = ("README.md", "LICENSE")  # and docs/*.md, config/*.yaml
 DEFAULT_USER = "mqtt-gateway"
 DEFAULT_EXEC = "/usr/local/bin/mqtt-gateway"
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+# Directories the units hide from the service, and the setting that hides each.
+HIDDEN = (("/tmp", "PrivateTmp=yes"), ("/var/tmp", "PrivateTmp=yes"),
+          ("/home", "ProtectHome=yes"), ("/root", "ProtectHome=yes"),
+          ("/run/user", "ProtectHome=yes"))
+SHEBANG_BYTES = 256
+HOW_TO_INSTALL = ("install the program where the service can run it: "
+                  "sudo python3 -m venv /opt/mqtt-gateway && "
+                  "sudo /opt/mqtt-gateway/bin/pip install DIR && "
+                  "sudo /opt/mqtt-gateway/bin/mqtt-gateway install-service; "
+                  "or pass --exec PATH (an installed mqtt-gateway outside those directories)")
 
 
 class InstallError(MqttGatewayError):
@@ -91,6 +107,45 @@ def console_script() -> str:
         return str(Path(found).resolve())
     raise InstallError(f"no mqtt-gateway script beside {sys.executable} or on PATH: "
                        "install the package (pip install DIR) first")
+
+
+def hidden_by(path: str) -> tuple[str, str] | None:
+    """The hidden directory `path` is under and the unit setting that hides it, or None."""
+    for prefix, setting in HIDDEN:
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix, setting
+    return None
+
+
+def interpreter(script: Path) -> str | None:
+    """The interpreter of a `#!` script (the first word after `#!`), or None."""
+    try:
+        with script.open("rb") as f:
+            head = f.read(SHEBANG_BYTES)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
+    return words[0] if words else None
+
+
+def exec_problem(executable: str) -> str | None:
+    """Why the service could not run `executable` (or the interpreter its `#!` line names),
+    with what to do instead; None when it can."""
+    candidates = [("ExecStart", executable), ("ExecStart (resolved)",
+                                              str(Path(executable).resolve()))]
+    found = interpreter(Path(executable))
+    if found is not None:  # a venv's python is often a link to one in a home directory
+        candidates += [(f"the interpreter of {executable}", found),
+                       (f"the interpreter of {executable} (resolved)", str(Path(found).resolve()))]
+    for what, path in candidates:
+        hidden = hidden_by(path)
+        if hidden is not None:
+            prefix, setting = hidden
+            return (f"{what} would be {path}, under {prefix}, which the service cannot see "
+                    f"({setting} in the unit): {HOW_TO_INSTALL}")
+    return None
 
 
 def render_unit(text: str, executable: str, user: str) -> str:
@@ -146,12 +201,57 @@ def service_config(text: str) -> str:
 
 
 def uninstall_plan(root: Path) -> list[FileAction]:
-    """Every file uninstall-service removes under `root`: the units, the sysusers snippet and
-    whatever is in the documentation directory."""
+    """Every file uninstall-service removes under `root`: the `*.wants/` links to the units
+    (what `systemctl enable` made), the units, the sysusers snippet and whatever is in the
+    documentation directory."""
     docs = root / DOC_DIR
-    return [FileAction(root / "etc/systemd/system" / unit, None) for unit in UNITS] + \
+    system = root / "etc/systemd/system"
+    links = sorted(link for unit in UNITS for link in system.glob(f"*.wants/{unit}"))
+    return [FileAction(link, None) for link in links] + \
+        [FileAction(system / unit, None) for unit in UNITS] + \
         [FileAction(root / "etc/sysusers.d" / SYSUSERS, None)] + \
         [FileAction(path, None) for path in sorted(docs.rglob("*")) if not path.is_dir()]
+
+
+def systemctl(args: list[str], dry_run: bool) -> str | None:
+    """Run `systemctl ARGS` when systemctl is there; one line saying what happened (a
+    failure is a warning: the files are removed anyway), None when there is no systemctl."""
+    tool = shutil.which("systemctl")
+    if tool is None:
+        return None
+    command = [tool, *args]
+    if dry_run:
+        return "would run " + " ".join(command)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return f"warning: {' '.join(command)} failed: {why[0]}"
+    return "ran " + " ".join(command)
+
+
+def stop_services(root: Path, dry_run: bool) -> list[str]:
+    """Before the units go: `systemctl disable --now` those installed on /; under another
+    root `systemctl --root=DIR disable` (offline: it removes the `*.wants/` links)."""
+    units = [unit for unit in UNITS if (root / "etc/systemd/system" / unit).exists()]
+    if not units:
+        return []
+    args = ["disable", "--now"] if root == Path("/") else [f"--root={root}", "disable"]
+    line = systemctl([*args, *units], dry_run)
+    return [] if line is None else [line]
+
+
+def uninstall(root: Path, dry_run: bool) -> list[str]:
+    """Stop and disable (on /), remove the files, daemon-reload (on /); what was done."""
+    lines = stop_services(root, dry_run)
+    lines += apply(uninstall_plan(root), dry_run)
+    lines += [] if dry_run else prune(root / DOC_DIR)
+    reload = systemctl(["daemon-reload"], dry_run) if root == Path("/") else None
+    lines += [] if reload is None else [reload]
+    todo = "" if reload is not None else "; on the target, run systemctl daemon-reload"
+    lines.append(f"kept {root / 'etc/mqtt-gateway'} (config), {root / 'var/lib/mqtt-gateway'} "
+                 f"and {root / 'var/lib/mqtt-gateway-consumer'} (state) and the service "
+                 f"user{todo}")
+    return lines
 
 
 def prune(directory: Path) -> list[str]:
@@ -172,7 +272,7 @@ def apply(actions: list[FileAction], dry_run: bool) -> list[str]:
     for action in actions:
         verb = "would " if dry_run else ""
         if action.text is None:
-            if action.path.exists():
+            if os.path.lexists(action.path):  # a dangling link too
                 if not dry_run:
                     action.path.unlink()
                 lines.append(f"{verb}remove {action.path}")
@@ -251,12 +351,13 @@ def create_user(root: Path, dry_run: bool) -> str:
     return "ran " + " ".join(command)
 
 
-def next_steps(root: Path, user: str) -> str:
-    """What the operator does after installing."""
+def next_steps(root: Path, user: str, executable: str = DEFAULT_EXEC) -> str:
+    """What the operator does after installing (with the full path of the program: sudo's
+    PATH may not hold it)."""
     prefix = "" if root == Path("/") else f" (installed under {root}; paths below are on the target)"
     return f"""next steps{prefix}:
   1. edit /etc/mqtt-gateway/gateway.yaml (devices, broker.url) and check it:
-       mqtt-gateway check --config /etc/mqtt-gateway/gateway.yaml
+       sudo {executable} check
   2. a broker password: put it in /etc/mqtt-gateway/broker-password (mode 0600, root),
      set broker.username and broker.password_file: broker-password in the config, and add
        LoadCredential=broker-password:/etc/mqtt-gateway/broker-password
@@ -264,5 +365,5 @@ def next_steps(root: Path, user: str) -> str:
   3. systemctl daemon-reload
   4. systemctl enable --now mqtt-gateway      (the consumer: mqtt-gateway-consumer)
   5. systemctl status mqtt-gateway; journalctl -u mqtt-gateway -f
-     mqtt-gateway status --config /etc/mqtt-gateway/gateway.yaml   (as {user} or root)
+     sudo -u {user} {executable} status   (or as root: sudo {executable} status)
   reload the device map after editing it: systemctl reload mqtt-gateway"""

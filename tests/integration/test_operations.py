@@ -113,8 +113,17 @@ def test_no_broker_at_start_keeps_reading_and_drains_when_it_appears(
     assert "cannot reach" in complaints[0] and "apt-get install mosquitto" in complaints[0]
     assert rig.gateway.proc is not None and rig.gateway.proc.poll() is None
 
+    rig.gateway.wait_log(r"gateway gw-test starting: .*broker .*; readings go to gw/gw-test/#",
+                         timeout=5)
+    # The reconnect delay is capped at 5 s (jittered): after an outage of several
+    # seconds the gateway finds the broker within about that, not 30 s later.
+    back = time.monotonic()
     rig.restart_broker()  # same port, the consumer's session restored from persistence
     rig.gateway.wait_log(r"connected to broker", timeout=40)
+    reconnected = time.monotonic() - back
+    print(f"\nbroker back -> gateway connected in {reconnected:.1f}s")
+    assert reconnected < 9.0, reconnected
+    rig.gateway.wait_log(r"backlog of \d+ readings sent in \d+\.\ds", timeout=40)
     rig.wait_delivered(timeout=40)
     status_when(rig, lambda s: backlog(s, "at-least-once") == backlog(s, "exactly-once") == 0,
                 timeout=15, what="status backlog drained to 0")
@@ -229,6 +238,12 @@ def test_garbage_on_the_serial_line_is_counted_and_skipped(rig_factory: type[Rig
     assert "Traceback" not in log
     for reason in GARBAGE:  # one clear line per reason, the rest counted
         assert len(re.findall(rf"dropped input: {reason}\b", log)) == 1, reason
+    # The summary names them as rejected input, apart from lost readings (none here).
+    total = sum(expected.values())
+    rig.gateway.wait_log(rf"rejected input {total} \(.*\), dropped readings 0[;,]", timeout=10)
+    text = rig.cli("status", "--config", str(rig.gateway.config)).stdout
+    rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(expected.items()))
+    assert f"\nrejected input: {rejected}\ndropped readings: none\n" in text, text
 
 
 def test_unplug_and_replug_the_serial_port(rig_factory: type[Rig]) -> None:

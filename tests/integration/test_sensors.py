@@ -183,5 +183,6 @@ def test_probes_and_modbus_end_to_end_with_report_by_exception(rig: SensorRig) -
     assert {value for _, value in rig.rows("energy")} == {1234.56}
     assert rig.gateway.log_text().count("slave=2 not answering") == 1
     assert re.search(r"summary: read \d+, stored \d+, acknowledged \d+, at-most-once sent \d+, "
-                     r"dropped \d+, suppressed [1-9]\d*;", rig.gateway.log_text())
+                     r"rejected input \d+( \([^)]*\))?, dropped readings \d+( \([^)]*\))?, "
+                     r"suppressed [1-9]\d*;", rig.gateway.log_text())
     assert "No response received" not in rig.gateway.log_text()

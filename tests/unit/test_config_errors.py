@@ -466,11 +466,11 @@ def test_check_of_a_missing_file_exits_1_with_a_clear_message(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("check",), "the following arguments are required: --config"),
+        (("check", "--config"), "argument --config: expected one argument"),
         (("frobnicate", "--config", "x.yaml"), "invalid choice: 'frobnicate'"),
         ((), "the following arguments are required: COMMAND"),
     ],
-    ids=["check-without-config", "unknown-subcommand", "no-subcommand"],
+    ids=["config-without-a-file", "unknown-subcommand", "no-subcommand"],
 )
 def test_bad_command_line_exits_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = run_cli(tmp_path, *args)
