@@ -192,7 +192,7 @@ def _run(path: Path, level: str) -> int:
         return 1
     clean = ok = marked = False
     try:
-        ok = asyncio.run(serve(config, outbox, secrets))
+        ok = asyncio.run(serve(config, outbox, secrets, __version__))
         clean = True
     finally:
         marked = outbox.close(clean=clean)

@@ -19,10 +19,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.cloud import gateways
 from gateway.config.consumer_config import is_postgres_url
 from gateway.core.dedup import StreamCounters, StreamId, fold
 from gateway.core.envelope import Envelope, format_ts
 from gateway.core.extras import POSTGRES
+from gateway.core.presence import GatewayStatus
 
 _READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
 _KEY = "gateway, epoch, device, stream"
@@ -47,6 +49,8 @@ class ReadingsDB(Protocol):
         counted as the reject `bad_field`, in the database and, after the commit, in `rejects`.
         """
 
+    def store_statuses(self, statuses: list[GatewayStatus]) -> None:
+        """Replace the `gateways` rows of these gateways, in one transaction."""
 
     def close(self) -> None:
         """Close the connection."""
@@ -181,6 +185,7 @@ class SqliteReadings:
                 self._conn.execute(f"ALTER TABLE stream_counters ADD COLUMN {name} {sqlite_type}")
         db.create_table("consumer_rejects", {"reason": str, "count": int}, pk="reason",
                         not_null=("count",), if_not_exists=True)
+        self._conn.execute(gateways.SQLITE_TABLE)
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
         """See `ReadingsDB.store_batch`."""
@@ -210,6 +215,12 @@ class SqliteReadings:
         rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
         fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
         return fresh, len(outcomes) - fresh
+
+    def store_statuses(self, statuses: list[GatewayStatus]) -> None:
+        """See `ReadingsDB.store_statuses`."""
+        with self._conn:  # BEGIN ... COMMIT (ROLLBACK on an error)
+            self._conn.execute("BEGIN IMMEDIATE")
+            gateways.upsert_statuses(self._conn.execute, "?", statuses, time.time())
 
     def close(self) -> None:
         """See `ReadingsDB.close`."""
@@ -245,6 +256,7 @@ class PostgresReadings:
             )
             for name, _, pg_type in _ADDED_COUNTER_COLUMNS:
                 cur.execute(f"ALTER TABLE stream_counters ADD COLUMN IF NOT EXISTS {name} {pg_type}")
+            cur.execute(gateways.POSTGRES_TABLE)
         self._conn.commit()
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str]) -> tuple[int, int]:
@@ -275,6 +287,16 @@ class PostgresReadings:
         rejects.update(all_rejects - rejects)  # the caller counts unstorable readings too
         fresh = sum(1 for _, _, is_fresh in outcomes if is_fresh)
         return fresh, len(outcomes) - fresh
+
+    def store_statuses(self, statuses: list[GatewayStatus]) -> None:
+        """See `ReadingsDB.store_statuses`."""
+        try:
+            with self._conn.cursor() as cur:
+                gateways.upsert_statuses(cur.execute, "%s", statuses, time.time())
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
 
     def close(self) -> None:
         """See `ReadingsDB.close`."""

@@ -9,9 +9,10 @@ from pathlib import Path
 from gateway.config.common import (
     CLIENT_ID,
     BrokerAddress,
+    BrokerEndpoints,
     ConfigError,
     ListenAddress,
-    read_broker_address,
+    read_broker_endpoints,
     read_metrics,
     read_root,
 )
@@ -60,7 +61,7 @@ class ConsumerConfig:
     """A whole, validated consumer config."""
 
     path: Path
-    address: BrokerAddress
+    endpoints: BrokerEndpoints
     client_id: str
     subscribe: str
     keepalive: int
@@ -71,6 +72,11 @@ class ConsumerConfig:
     summary_interval: float
     credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
     metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The first broker URL."""
+        return self.endpoints.addresses[0]
 
     @property
     def is_postgres(self) -> bool:
@@ -108,11 +114,11 @@ def load_consumer_config(path: Path) -> ConsumerConfig:
 
 def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     broker = root.mapping("broker", required=True)
-    address = client_id = subscribe = None
+    endpoints = client_id = subscribe = None
     keepalive, expiry = 30.0, 7 * 24 * 3600.0
     credentials = BrokerCredentials()
     if broker is not None:
-        address = read_broker_address(broker)
+        endpoints = read_broker_endpoints(broker)
         client_id = broker.string("client_id", required=True, pattern=CLIENT_ID,
                                   expected="1-128 letters, digits or '_.:-' (stable across restarts)")
         subscribe = broker.string("subscribe", default="gw/#", expected=_FILTER_EXPECTED)
@@ -122,7 +128,8 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         keepalive = broker.duration("keepalive", default=30.0, minimum=5.0, maximum=3600.0)
         expiry = broker.duration("session_expiry", default=expiry, minimum=60.0,
                                  maximum=4294967295.0)
-        credentials = read_credentials(broker, address is not None and address.tls)
+        credentials = read_credentials(
+            broker, endpoints is not None and any(a.tls for a in endpoints.addresses))
         broker.finish()
     database = root.string("database", default="./consumer.sqlite",
                            expected="a SQLite file path or a postgresql:// URL")
@@ -134,8 +141,8 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     batch = root.integer("commit_batch", default=500, minimum=1, maximum=100_000)
     summary = root.duration("summary_interval", default=10.0, minimum=1.0)
     metrics = read_metrics(root)
-    if address is None or client_id is None or subscribe is None or database is None \
+    if endpoints is None or client_id is None or subscribe is None or database is None \
             or batch is None:
         return None
-    return ConsumerConfig(path, address, client_id, subscribe, int(keepalive), int(expiry),
+    return ConsumerConfig(path, endpoints, client_id, subscribe, int(keepalive), int(expiry),
                           database, interval, batch, summary, credentials, metrics)

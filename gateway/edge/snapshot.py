@@ -24,6 +24,8 @@ class GatewaySnapshot:
     broker_connected: bool
     connections: int
     store_bytes: int
+    broker_url: str = ""
+    broker_max_qos: int = 2
 
     @property
     def reconnects(self) -> int:
