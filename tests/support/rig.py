@@ -32,6 +32,7 @@ class Broker(Protocol):
 
     port: int
     kills: int
+    proc: subprocess.Popen[bytes] | None
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
