@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.broker import Mosquitto
 from tests.support.nats import NatsServer, nats_binary, nats_cluster, wait_cluster_ready
+from tests.support.rabbitmq import RabbitMqtt, RabbitUnavailable
 from tests.support.rig import Rig, assert_durable_exact
 from tests.support.waiting import wait_for
 
@@ -144,6 +145,27 @@ def test_nats_cluster_loses_the_gateways_node_mid_stream(rig_factory: type[Rig],
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_rabbitmq_mqtt_plugin(rig_factory: type[Rig]) -> None:
+    rabbit = RabbitMqtt()
+    try:
+        rabbit.start()
+    except RabbitUnavailable as exc:
+        pytest.skip(f"RabbitMQ's MQTT plugin cannot be enabled here: {exc}")
+    try:
+        rig = rig_factory(tap=False, broker=rabbit)
+        rig.start_consumer()
+        rig.start_gateway()
+        rig.gateway.wait_log(r"connected to broker mqtt://127\.0\.0\.1:\d+ \(MQTT 3\.1\.1\)")
+        rig.send(200)
+        rig.wait_delivered(timeout=DELIVERY)
+        table = rig.report("RabbitMQ MQTT plugin (3.1.1; shipped defaults)")
+        assert_durable_exact(table)
+        rig.gateway.terminate()
+        rig.consumer.terminate()
+    finally:
+        rabbit.stop()
 
 
 def test_the_will_says_offline_when_the_gateway_vanishes(tmp_path: Path) -> None:
