@@ -36,6 +36,7 @@ from gateway.config.common import BrokerAddress, BrokerEndpoints
 from gateway.config.credentials import BrokerSecrets
 from gateway.core.backoff import Backoff
 from gateway.mqtt import _paho
+from gateway.mqtt._alias import TopicAliases
 from gateway.mqtt._ceiling import MQTT5, RETAIN_NOT_SUPPORTED, BrokerChoice
 
 log = logging.getLogger("gateway.mqtt")
@@ -87,6 +88,7 @@ class MqttLink:
         self.max_qos = self.broker.max_qos
         self.protocol = self.broker.protocol  # of the connection up, or the next attempt
         self.retain_available = True
+        self.aliases = TopicAliases()  # MQTT 5 topic aliases, when the broker allows them
         self._qos2_since: float | None = None  # the first QoS 2 PUBLISH on this connection
         self.connected = False
         self.refused = False  # the last attempt reached the broker and was turned away
@@ -290,7 +292,11 @@ class MqttLink:
             qos = self.max_qos
         elif qos == 2 and self._qos2_since is None:
             self._qos2_since = time.monotonic()
-        info = self.client.publish(topic, payload, qos)
+        if self.aliases.maximum:
+            sent_topic, alias = self.aliases.route(topic)
+            info = self.client.publish(sent_topic, payload, qos, properties=alias)
+        else:
+            info = self.client.publish(topic, payload, qos)
         self.published += 1
         if qos and self.on_latency is not None:
             # One QoS 1/2 publish in LATENCY_SAMPLE, counted apart from QoS 0 (paho's
@@ -331,6 +337,9 @@ class MqttLink:
             self.retain_available = False
         if self.max_qos < 2:
             _paho.lower_queued_qos(self.client, self.max_qos)  # paho resends them next
+        with self.client._out_message_mutex:
+            self.aliases.restore(self.client._out_messages)
+        self.aliases.reset(limits.topic_alias_maximum)
         session = Session(bool(flags.session_present), limits.receive_maximum,
                           limits.maximum_packet_size, self.protocol,
                           limits.retain_available)

@@ -217,3 +217,29 @@ def test_gateways_table_on_sqlite_has_the_columns(tmp_path: Path) -> None:
                         ).fetchall()
     conn.close()
     assert rows == [("g1", "offline", "e1", "0.3.0", '{"d": "down"}', "stopped")]
+
+
+def test_topic_aliases_save_bytes_where_the_broker_allows_them(tmp_path: Path) -> None:
+    from tests.support.rig import Rig as PlainRig  # noqa: PLC0415
+
+    sent: dict[str, int] = {}
+    lines = 300
+    for name, extra in (("aliases", ""), ("none", "max_topic_alias 0\n")):
+        rig = PlainRig(tmp_path / name, tap=False, via_proxy=True, broker_extra=extra)
+        try:
+            rig.start_consumer()
+            rig.start_gateway()
+            rig.gateway.wait_log(r"connected to broker")
+            rig.send(lines)
+            rig.wait_delivered(timeout=DELIVERY)
+            assert_durable_exact(rig.report(f"mosquitto, MQTT 5, topic aliases: {name}"))
+            assert rig.gateway.terminate() == 0
+            assert rig.proxy is not None
+            sent[name] = rig.proxy.bytes_up
+        finally:
+            rig.close()
+    # Each of the 3 x `lines` readings' PUBLISH carries an alias (3 bytes of properties)
+    # instead of its topic (e.g. gw/gw-test/dev/alo, 18 bytes).
+    saved = sent["none"] - sent["aliases"]
+    print(f"gateway -> broker bytes: {sent}; saved {saved} ({saved / (3 * lines):.1f} per reading)")
+    assert saved >= 3 * lines * 12, sent

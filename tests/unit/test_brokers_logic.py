@@ -157,3 +157,26 @@ def test_a_status_round_trips_and_its_topic_is_recognised() -> None:
 def test_a_bad_status_says_why(payload: bytes, why: str) -> None:
     found = decode_status(payload)
     assert isinstance(found, str) and why in found, found
+
+
+def test_topic_aliases_up_to_the_maximum_and_restored_before_a_resend() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from gateway.mqtt._alias import TopicAliases  # noqa: PLC0415
+
+    aliases = TopicAliases()
+    assert aliases.route("t/a") == ("t/a", None)  # maximum 0: no aliases
+    aliases.reset(2)
+    first, props = aliases.route("t/a")
+    assert first == "t/a" and props is not None and props.alias == 1  # sets alias 1
+    assert props.pack() == b"\x03\x23\x00\x01"
+    assert aliases.route("t/a") == ("", props)
+    assert aliases.route("t/b")[1] is not None
+    assert aliases.route("t/c") == ("t/c", None)  # beyond the broker's maximum
+    kept = {7: SimpleNamespace(_topic=b"", properties=props),
+            8: SimpleNamespace(_topic=b"t/c", properties=None)}
+    aliases.restore(kept)
+    assert (kept[7]._topic, kept[7].properties) == (b"t/a", None)
+    assert kept[8]._topic == b"t/c"
+    aliases.reset(0)
+    assert aliases.route("t/a") == ("t/a", None)
