@@ -22,6 +22,10 @@ class BrokerChoice:
     index: int = 0
     # URLs found (in `auto`) to speak only 3.1.1, by index
     downgraded: set[int] = field(default_factory=set)
+    # Of them, those downgraded on a connection closed before any CONNACK, until a 3.1.1
+    # CONNACK confirms it (a proxy in front of a broker that is down closes it too)
+    tentative: set[int] = field(default_factory=set)
+    spoke5: set[int] = field(default_factory=set)  # URLs that answered an MQTT 5 CONNECT
     connack_max_qos: int = 2  # of the current connection (MQTT 5 CONNACK Maximum QoS)
     learnt_max_qos: int = 2  # lowered when the broker closes the connection on QoS 2
 
@@ -48,8 +52,26 @@ class BrokerChoice:
             return False
         if reason_code is not None and reason_code != UNSUPPORTED_PROTOCOL_VERSION:
             return False
+        if reason_code is None:
+            if self.index in self.spoke5:
+                return False
+            self.tentative.add(self.index)
         self.downgraded.add(self.index)
         return True
+
+    def answered(self) -> None:
+        """A CONNACK came (accepting or refusing) in the current version."""
+        if self.protocol == MQTT5:
+            self.spoke5.add(self.index)
+        else:
+            self.tentative.discard(self.index)
+
+    def unanswered(self) -> None:
+        """The connection closed before any CONNACK: a tentative 3.1.1 is undone (that
+        was no answer to the version either)."""
+        if self.index in self.tentative:
+            self.tentative.discard(self.index)
+            self.downgraded.discard(self.index)
 
     @property
     def max_qos(self) -> int:

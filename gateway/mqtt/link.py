@@ -187,7 +187,9 @@ class MqttLink:
                 log.info("broker %s closed the connection after an MQTT 5 CONNECT; trying "
                          "MQTT 3.1.1", self.address)
                 return _AGAIN
+            self.broker.unanswered()
             return str(exc)
+        self.broker.answered()
         if rc.is_failure:
             self._close()
             if self.broker.downgrade(rc.value):

@@ -180,3 +180,22 @@ def test_topic_aliases_up_to_the_maximum_and_restored_before_a_resend() -> None:
     assert kept[8]._topic == b"t/c"
     aliases.reset(0)
     assert aliases.route("t/a") == ("t/a", None)
+
+
+def test_a_close_before_connack_downgrades_only_until_3_1_1_fails_alike() -> None:
+    broker = choice()
+    assert broker.downgrade(None) and broker.protocol == MQTT311
+    broker.unanswered()  # closed again in 3.1.1: a proxy whose broker is down, say
+    assert broker.protocol == MQTT5
+    assert broker.downgrade(None)
+    broker.answered()  # a 3.1.1 CONNACK: it is a 3.1.1 broker
+    broker.unanswered()
+    assert broker.protocol == MQTT311
+
+
+def test_a_url_that_answered_mqtt5_is_not_downgraded_by_a_closed_connection() -> None:
+    broker = choice()
+    broker.answered()
+    assert not broker.downgrade(None)
+    assert broker.protocol == MQTT5
+    assert broker.downgrade(0x84)  # an explicit answer still counts
