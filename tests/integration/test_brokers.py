@@ -107,6 +107,8 @@ def test_nats_mqtt_listener(rig_factory: type[Rig], tmp_path: Path) -> None:
         runtime = _runtime(rig)
         assert runtime["broker_protocol"] == "3.1.1"
         assert str(runtime["broker_max_qos_source"]).startswith("learnt")
+        text = rig.cli("status", "--config", str(rig.gateway.config)).stdout
+        assert "broker speaks MQTT 3.1.1, QoS at most 1 (learnt" in text, text
     finally:
         nats.stop()
 
