@@ -291,7 +291,7 @@ def _run(path: Path, level: str) -> int:
     from devices.registry import DRIVERS  # noqa: PLC0415
     from gateway.config.check import require_extras  # noqa: PLC0415
     from gateway.config.gateway_config import load_gateway_config  # noqa: PLC0415
-    from gateway.edge.service import serve  # noqa: PLC0415
+    from gateway.edge.serve import serve  # noqa: PLC0415
     from gateway.store.outbox import Outbox  # noqa: PLC0415
     from gateway.store.sql import StoreError  # noqa: PLC0415
 
@@ -309,7 +309,7 @@ def _run(path: Path, level: str) -> int:
         return 1
     clean = ok = marked = False
     try:
-        ok = asyncio.run(serve(config, outbox, secrets))
+        ok = asyncio.run(serve(config, outbox, secrets, __version__))
         clean = True
     finally:
         marked = outbox.close(clean=clean)

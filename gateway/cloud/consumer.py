@@ -47,6 +47,7 @@ from gateway.core.confirmation import (
     ranges,
 )
 from gateway.core.envelope import Envelope
+from gateway.core.presence import GatewayStatus, decode_status, is_status_topic
 from gateway.core.topics import MAX_TOPIC_BYTES
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
@@ -72,7 +73,7 @@ class Consumer:
                  secrets: BrokerSecrets | None = None) -> None:
         self.config = config
         self.db = db
-        self.link = MqttLink(config.address, config.client_id, keepalive=config.keepalive,
+        self.link = MqttLink(config.endpoints, config.client_id, keepalive=config.keepalive,
                              session_expiry=config.session_expiry, clean_first=False,
                              manual_ack=True,
                              receive_maximum=min(config.commit_batch, RECEIVE_MAXIMUM),
@@ -83,6 +84,8 @@ class Consumer:
         self.link.on_message = self._on_message
         self.link.on_subscribe = self._on_subscribe
         self._inbox = Inbox()
+        # Gateways' `_status` messages, stored apart: (ack, topic, payload).
+        self._statuses: list[tuple[Ack | None, str, bytes]] = []
         self._commit_now = asyncio.Event()
         self._reasons_seen: set[str] = set()
         self._overflow = 0
@@ -96,9 +99,10 @@ class Consumer:
 
     def _on_up(self, session: Session) -> None:
         self._down_logged = False
-        log.info("connected to broker %s as %s (session %s); subscribing to %s",
-                 self.link.address, self.config.client_id,
-                 "resumed" if session.session_present else "new", self.config.subscribe)
+        log.info("connected to broker %s (MQTT %s) as %s (session %s); subscribing to %s "
+                 "at QoS %d", self.link.address, session.protocol, self.config.client_id,
+                 "resumed" if session.session_present else "new", self.config.subscribe,
+                 min(SUBSCRIBE_QOS, self.link.max_qos))
         self._subscribe()
 
     def _subscribe(self) -> None:
@@ -131,6 +135,13 @@ class Consumer:
             if message.qos > 0:
                 self.link.ack(message.mid, message.qos)
             return
+        if is_status_topic(topic):
+            # Bounded like the batch: a gateway sends one per connect and device change.
+            ack = Ack(message.mid, message.qos, self.link.generation) if message.qos > 0 else None
+            self._statuses.append((ack, topic, bytes(message.payload)))
+            if len(self._statuses) >= self.config.commit_batch:
+                self._commit_now.set()
+            return
         if message.qos == 0 and len(self._inbox) >= HELD_BATCHES * self.config.commit_batch:
             # The database is not keeping up (or down). QoS 1 is bounded by our
             # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
@@ -151,6 +162,8 @@ class Consumer:
         Raises:
             Exception: the database error; the batch is kept for the next try.
         """
+        if self._statuses:
+            self._commit_statuses()
         inbox = self._inbox
         if not inbox:
             return
@@ -189,6 +202,35 @@ class Consumer:
                                   f"skipped: {reason}: " + _SKIP_DETAIL.get(reason, ""))
         skipped = {identity(env) for _, env in stored.skipped}
         return [env for env in readings if identity(env) not in skipped]
+
+    def _commit_statuses(self) -> None:
+        """Store the latest status of each gateway in `gateways`, then acknowledge them."""
+        latest: dict[str, GatewayStatus] = {}
+        rejects: Counter[str] = Counter()
+        for _, topic, payload in self._statuses:
+            status = decode_status(payload)
+            if not isinstance(status, str) and status.gateway != self.config.topics.status_gateway(
+                    topic):
+                status = f"gateway {status.gateway!r} on a topic that names another"
+            if isinstance(status, str):
+                rejects["bad_status"] += 1
+                self._note_reject("bad_status", f"topic={topic[:200]}: status skipped: "
+                                  f"bad_status: {status}")
+            else:
+                latest[status.gateway] = status
+        if latest:
+            self.db.store_statuses(list(latest.values()))
+            for status in latest.values():
+                log.info("gateway %s is %s%s (epoch %s, version %s, devices up %d of %d)",
+                         status.gateway, status.state,
+                         f" ({status.reason})" if status.reason else "", status.epoch,
+                         status.version, sum(v == "up" for v in status.devices.values()),
+                         len(status.devices))
+        self.rejects.update(rejects)
+        statuses, self._statuses = self._statuses, []
+        for ack, _, _ in statuses:
+            if ack is not None and ack.connection == self.link.generation and self.link.connected:
+                self.link.ack(ack.mid, ack.qos)
 
     def _confirm(self, committed: list[tuple[str, Envelope]]) -> None:
         """Tell each gateway which seqs of its streams are now committed (one message each)."""
@@ -275,7 +317,7 @@ class Consumer:
         return ConsumerSnapshot(
             committed=self.fresh, duplicates=self.duplicates, rejects=dict(self.rejects),
             broker_connected=self.link.connected, connections=self.link.connections,
-            confirmations_sent=self.confirmations_sent)
+            confirmations_sent=self.confirmations_sent, broker_url=str(self.link.address))
 
     def _describe(self) -> str:
         state = "connected" if self.link.connected else "broker unreachable"

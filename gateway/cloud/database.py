@@ -20,11 +20,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.cloud import gateways
 from gateway.cloud.admission import Refusal
 from gateway.cloud.batch_sql import Dialect, write_batch
 from gateway.config.consumer_config import is_postgres_url
 from gateway.core.envelope import Envelope, format_ts
 from gateway.core.extras import POSTGRES
+from gateway.core.presence import GatewayStatus
 
 _READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
 DEFAULT_MAX_SEQ_JUMP = 1_000_000
@@ -59,6 +61,9 @@ class ReadingsDB(Protocol):
 
     def store_refused(self, refused: Sequence[Refusal], rejects: Counter[str]) -> None:
         """Write refused payloads and reject counts alone, in one transaction."""
+
+    def store_statuses(self, statuses: list[GatewayStatus]) -> None:
+        """Replace the `gateways` rows of these gateways, in one transaction."""
 
     def close(self) -> None:
         """Close the connection."""
@@ -147,6 +152,7 @@ class SqliteReadings:
         self._conn.execute(_REJECTED_TABLE.format("TEXT"))
         self._dialect = Dialect(self._conn.execute, "?", "", "INSERT OR IGNORE INTO readings("
                                 f"{_READINGS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._conn.execute(gateways.SQLITE_TABLE)
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str],
                     refused: Sequence[Refusal] = (), skipped: list[tuple[str, Envelope]] | None = None
@@ -178,6 +184,12 @@ class SqliteReadings:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def store_statuses(self, statuses: list[GatewayStatus]) -> None:
+        """See `ReadingsDB.store_statuses`."""
+        with self._conn:  # BEGIN ... COMMIT (ROLLBACK on an error)
+            self._conn.execute("BEGIN IMMEDIATE")
+            gateways.upsert_statuses(self._conn.execute, "?", statuses, time.time())
 
     def close(self) -> None:
         """See `ReadingsDB.close`."""
@@ -217,6 +229,7 @@ class PostgresReadings:
             for name, _, pg_type in _ADDED_COUNTER_COLUMNS:
                 cur.execute(f"ALTER TABLE stream_counters ADD COLUMN IF NOT EXISTS {name} {pg_type}")
             cur.execute(_REJECTED_TABLE.format("TIMESTAMPTZ"))
+            cur.execute(gateways.POSTGRES_TABLE)
         self._conn.commit()
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str],
@@ -249,6 +262,16 @@ class PostgresReadings:
                 yield Dialect(cur.execute, "%s", " FOR UPDATE",
                               f"INSERT INTO readings({_READINGS_COLUMNS}) VALUES "
                               "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
+
+    def store_statuses(self, statuses: list[GatewayStatus]) -> None:
+        """See `ReadingsDB.store_statuses`."""
+        try:
+            with self._conn.cursor() as cur:
+                gateways.upsert_statuses(cur.execute, "%s", statuses, time.time())
             self._conn.commit()
         except BaseException:
             self._conn.rollback()

@@ -34,6 +34,7 @@ CONSUMER_METRICS: MetricTable = {
     "mqtt_consumer_rejects": ("counter", "Payloads rejected, by reason."),
     "mqtt_consumer_broker_connected": ("gauge", "1 while connected to the broker."),
     "mqtt_consumer_reconnects": ("counter", "Connections to the broker after the first."),
+    "mqtt_consumer_broker_info": ("gauge", "1, labelled with the broker URL in use."),
     "mqtt_consumer_confirmations_sent": ("counter", "End-to-end confirmation messages sent."),
     LAG_HISTOGRAM: ("histogram", "Seconds from a reading's ts to its commit (sampled)."),
     "mqtt_consumer_disk_write_bytes": ("counter",
@@ -58,6 +59,7 @@ class ConsumerCollector(Collector):
         yield f.value("mqtt_consumer_duplicates", s.duplicates)
         yield f.value("mqtt_consumer_broker_connected", 1 if s.broker_connected else 0)
         yield f.value("mqtt_consumer_reconnects", s.reconnects)
+        yield f.labelled("mqtt_consumer_broker_info", "url", [(s.broker_url, 1)])
         yield f.value("mqtt_consumer_confirmations_sent", s.confirmations_sent)
         yield f.labelled("mqtt_consumer_rejects", "reason", sorted(s.rejects.items()))
         written = disk_write_bytes()

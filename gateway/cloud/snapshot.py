@@ -15,6 +15,7 @@ class ConsumerSnapshot:
     broker_connected: bool
     connections: int
     confirmations_sent: int
+    broker_url: str = ""
 
     @property
     def reconnects(self) -> int:

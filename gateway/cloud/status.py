@@ -10,12 +10,14 @@ newest reading's age at that commit).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cloud import gateways as gateways_table
 from gateway.cloud.database import conninfo
 from gateway.config.consumer_config import ConsumerConfig, is_postgres_url
 from gateway.core.errors import MqttGatewayError
@@ -36,7 +38,7 @@ def read_consumer_status(config: ConsumerConfig, password: str | None = None) ->
         ConsumerStatusError: the database does not exist or cannot be read.
     """
     try:
-        counters, rejects = _query(config.database, password)
+        counters, rejects, presence = _query(config.database, password)
     except ConsumerStatusError:
         raise
     except Exception as exc:
@@ -62,23 +64,37 @@ def read_consumer_status(config: ConsumerConfig, password: str | None = None) ->
         "streams": items,
         "totals": {key: sum(s[key] for s in items) for key in ("received", "duplicates", "gaps")},
         "rejects": dict(sorted(rejects)),
+        "presence": [
+            {"gateway": g, "state": state, "epoch": epoch, "since": _text(since),
+             "version": version, "devices": json.loads(devices), "reason": reason,
+             "updated_at": _text(updated)}
+            for g, state, epoch, since, version, devices, reason, updated in presence],
     }
 
 
-def _query(database: str, password: str | None
-           ) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
+Rows = list[tuple[Any, ...]]
+
+
+def _query(database: str, password: str | None) -> tuple[Rows, Rows, Rows]:
+    """stream_counters, consumer_rejects and gateways rows (none in a database written
+    before the gateways table existed)."""
     if is_postgres_url(database):
         import psycopg  # noqa: PLC0415 - only with PostgreSQL
 
-        with psycopg.connect(conninfo(database, password), connect_timeout=5) as conn:
-            return (conn.execute(_COUNTERS).fetchall(),
-                    conn.execute("SELECT reason, count FROM consumer_rejects").fetchall())
+        with psycopg.connect(conninfo(database, password), connect_timeout=5) as pg:
+            has = pg.execute("SELECT to_regclass('gateways') IS NOT NULL").fetchone()
+            return (pg.execute(_COUNTERS).fetchall(),
+                    pg.execute("SELECT reason, count FROM consumer_rejects").fetchall(),
+                    pg.execute(gateways_table.QUERY).fetchall() if has and has[0] else [])
     if not Path(database).is_file():
         raise ConsumerStatusError(f"no consumer database at {database}: has `mqtt-gateway "
                                   "consume` run with this config?")
     with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)) as conn:
+        has = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                           "name = 'gateways'").fetchone()[0]
         return (conn.execute(_COUNTERS).fetchall(),
-                conn.execute("SELECT reason, count FROM consumer_rejects").fetchall())
+                conn.execute("SELECT reason, count FROM consumer_rejects").fetchall(),
+                conn.execute(gateways_table.QUERY).fetchall() if has else [])
 
 
 def _text(value: Any) -> str | None:
@@ -104,6 +120,16 @@ def render_consumer_status(report: dict[str, Any]) -> str:
         name = f"{s['gateway']}/{s['device']}/{s['stream']}"
         lines.append(f"  {name:<40} {s['first_seq']:>8} {s['max_seq']:>8} {s['received']:>9} "
                      f"{s['duplicates']:>6} {s['gaps']:>6}  {s['last_seen'] or '-'}{lag}{epochs}")
+    if report["presence"]:
+        lines.append("gateway status (their retained _status messages):")
+    for g in report["presence"]:
+        up = sorted(d for d, state in g["devices"].items() if state == "up")
+        down = sorted(d for d, state in g["devices"].items() if state != "up")
+        reason = f" ({g['reason']})" if g["reason"] else ""
+        lines.append(f"  {g['gateway']:<20} {g['state'].upper()}{reason} since {g['since']}, "
+                     f"epoch {g['epoch']}, version {g['version']}; devices up: "
+                     f"{', '.join(up) or 'none'}; down: {', '.join(down) or 'none'}; "
+                     f"updated {g['updated_at']}")
     rejects = report["rejects"]
     lines.append("rejected payloads: " + (", ".join(f"{k} {v}" for k, v in rejects.items())
                                           or "none"))

@@ -60,14 +60,14 @@ def check_file(path: Path, drivers: DriverTable,
         except CredentialError as exc:
             raise ConfigError(exc.problems) from exc
         require_extras(consumer, drivers)
-        return "consumer", f"broker {consumer.address}, subscribe {consumer.subscribe}, " \
+        return "consumer", f"broker {consumer.endpoints}, subscribe {consumer.subscribe}, " \
                            f"database {consumer.database_label}"
     config = load_gateway_config(path, drivers)
     found += _check_secrets(config.broker.credentials)
     require_extras(config, drivers)
     streams = sum(len(d.streams) for d in config.devices)
     return "gateway", (f"gateway {config.gateway_id}, {len(config.devices)} devices, "
-                       f"{streams} streams, broker {config.broker.address}")
+                       f"{streams} streams, broker {config.broker.endpoints}")
 
 
 def _check_secrets(credentials: BrokerCredentials) -> tuple[str, ...]:

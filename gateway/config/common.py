@@ -95,18 +95,68 @@ def read_root(path: Path) -> tuple[MapReader | None, list[Problem]]:
     return reader, problems
 
 
-def read_broker_address(reader: MapReader) -> BrokerAddress | None:
-    """The `url` key of a broker section."""
-    url = reader.string("url", default="mqtt://127.0.0.1:1883",
-                        expected="a URL such as mqtt://127.0.0.1:1883")
-    if url is None:
+PROTOCOLS = ("auto", "5", "3.1.1")
+MAX_BROKER_URLS = 16
+_URL_EXPECTED = "a URL such as mqtt://host:1883 or mqtts://host:8883"
+
+
+@dataclass(frozen=True)
+class BrokerEndpoints:
+    """The `broker` keys shared by the gateway and the consumer: the broker's URLs (tried in
+    turn after a connection loss), the MQTT version (`auto`: 5, else 3.1.1 when the broker
+    does not speak 5) and the highest QoS the broker takes (None: learnt from it)."""
+
+    addresses: tuple[BrokerAddress, ...]
+    protocol: str = "auto"
+    max_qos: int | None = None
+
+    def __str__(self) -> str:
+        return ", ".join(str(a) for a in self.addresses)
+
+
+def _one_url(reader: MapReader, path: str, url: object) -> BrokerAddress | None:
+    if not isinstance(url, str):
+        reader.problem(path, _URL_EXPECTED, describe(url))
         return None
     parsed = parse_broker_url(url)
     if isinstance(parsed, str):
-        reader.problem("url", "a URL such as mqtt://host:1883 or mqtts://host:8883",
-                       describe(url), parsed)
+        reader.problem(path, _URL_EXPECTED, describe(url), parsed)
         return None
     return parsed
+
+
+def read_broker_endpoints(reader: MapReader) -> BrokerEndpoints | None:
+    """The `url` (one URL or a list), `protocol` and `max_qos` keys of a broker section."""
+    raw = reader.raw("url")
+    addresses: list[BrokerAddress | None] = []
+    if raw is None or raw.value is None:
+        addresses.append(parse_broker_url("mqtt://127.0.0.1:1883"))  # type: ignore[arg-type]
+    elif isinstance(raw.value, list):
+        if not raw.value or len(raw.value) > MAX_BROKER_URLS:
+            reader.problem("url", f"a list of 1 to {MAX_BROKER_URLS} broker URLs",
+                           f"a list of {len(raw.value)}")
+            return None
+        addresses.extend(_one_url(reader, f"url[{i}]", item.value)
+                         for i, item in enumerate(raw.value))
+    else:
+        addresses.append(_one_url(reader, "url", raw.value))
+    protocol_raw = reader.raw("protocol")
+    protocol: str | None = "auto"
+    if protocol_raw is not None and protocol_raw.value is not None:
+        value = protocol_raw.value
+        protocol = str(value) if isinstance(value, int | str) and not isinstance(value, bool) \
+            else None
+        if protocol not in PROTOCOLS:
+            reader.problem("protocol", "one of auto, 5, 3.1.1 (a string: '3.1.1')",
+                           describe(value))
+            protocol = None
+    qos_raw = reader.raw("max_qos")
+    max_qos = reader.integer("max_qos", minimum=0, maximum=2)
+    bad_qos = qos_raw is not None and qos_raw.value is not None and max_qos is None
+    found = [a for a in addresses if a is not None]
+    if len(found) != len(addresses) or protocol is None or bad_qos:
+        return None
+    return BrokerEndpoints(tuple(found), protocol, max_qos)
 
 
 @dataclass(frozen=True)

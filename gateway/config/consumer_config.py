@@ -9,9 +9,10 @@ from pathlib import Path
 from gateway.config.common import (
     CLIENT_ID,
     BrokerAddress,
+    BrokerEndpoints,
     ConfigError,
     ListenAddress,
-    read_broker_address,
+    read_broker_endpoints,
     read_metrics,
     read_root,
 )
@@ -80,7 +81,7 @@ class ConsumerConfig:
     """A whole, validated consumer config."""
 
     path: Path
-    address: BrokerAddress
+    endpoints: BrokerEndpoints
     client_id: str
     subscribe: str
     keepalive: int
@@ -96,6 +97,11 @@ class ConsumerConfig:
     max_payload: int = 256 * 1024  # bytes of one payload, checked before decoding
     max_seq_jump: int = 1_000_000  # seqs a reading may lie beyond its stream's max_seq
     database_password_file: NamedFile | None = None  # the PostgreSQL password, in a file
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The first broker URL."""
+        return self.endpoints.addresses[0]
 
     @property
     def is_postgres(self) -> bool:
@@ -147,11 +153,11 @@ def _read_topics(broker: MapReader) -> ReadingTopic | None:
 
 def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     broker = root.mapping("broker", required=True)
-    address = client_id = subscribe = topics = None
+    endpoints = client_id = subscribe = topics = None
     keepalive, expiry = 30.0, 7 * 24 * 3600.0
     credentials = BrokerCredentials()
     if broker is not None:
-        address = read_broker_address(broker)
+        endpoints = read_broker_endpoints(broker)
         client_id = broker.string("client_id", required=True, pattern=CLIENT_ID,
                                   expected="1-128 letters, digits or '_.:-' (stable across restarts)")
         subscribe = broker.string("subscribe", default="gw/#", expected=_FILTER_EXPECTED)
@@ -162,8 +168,10 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
         expiry = broker.duration("session_expiry", default=expiry, minimum=60.0,
                                  maximum=4294967295.0)
         topics = _read_topics(broker)
-        credentials = read_credentials(broker, address is not None and address.tls,
-                                       address.host if address is not None else None)
+        credentials = read_credentials(
+            broker, endpoints is not None and any(a.tls for a in endpoints.addresses),
+            next((a.host for a in endpoints.addresses if not a.tls), None)
+            if endpoints is not None else None)
         broker.finish()
     database = root.string("database", default="./consumer.sqlite",
                            expected="a SQLite file path or a postgresql:// URL")
@@ -179,10 +187,10 @@ def _read(root: MapReader, path: Path) -> ConsumerConfig | None:
     max_payload = root.size("max_payload", default=256 * 1024, minimum=256,
                             maximum=256 * 1024 * 1024)
     jump = root.integer("max_seq_jump", default=1_000_000, minimum=1, maximum=2**62)
-    if address is None or client_id is None or subscribe is None or database is None \
+    if endpoints is None or client_id is None or subscribe is None or database is None \
             or batch is None or topics is None or jump is None:
         return None
-    return ConsumerConfig(path, address, client_id, subscribe, int(keepalive), int(expiry),
+    return ConsumerConfig(path, endpoints, client_id, subscribe, int(keepalive), int(expiry),
                           database, interval, batch, summary, credentials, metrics, topics,
                           max_payload, jump, password_file)
 

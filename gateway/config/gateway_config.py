@@ -19,9 +19,10 @@ from typing import Any, Literal, Protocol
 from gateway.config.common import (
     CLIENT_ID,
     BrokerAddress,
+    BrokerEndpoints,
     ConfigError,
     ListenAddress,
-    read_broker_address,
+    read_broker_endpoints,
     read_metrics,
     read_root,
 )
@@ -31,6 +32,7 @@ from gateway.config.yaml_source import Located
 from gateway.core.confirmation import CONFIRM_LEVEL
 from gateway.core.delivery import DELIVERY_NAMES, DeliveryClass
 from gateway.core.extras import Extra
+from gateway.core.presence import STATUS_LEVEL
 from gateway.core.report_by_exception import ReportPolicy, parse_deadband
 from gateway.core.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 
@@ -62,7 +64,7 @@ class DeviceConfig:
 class BrokerConfig:
     """The upstream broker and how the gateway talks to it."""
 
-    address: BrokerAddress
+    endpoints: BrokerEndpoints
     topics: TopicTemplate
     client_id: str
     keepalive: int
@@ -70,6 +72,11 @@ class BrokerConfig:
     max_inflight: int
     max_payload_bytes: int
     credentials: BrokerCredentials = dataclass_field(default_factory=BrokerCredentials)
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The first broker URL."""
+        return self.endpoints.addresses[0]
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) ->
     if section is None:
         # Every key of the section has a default: an absent section means a local broker.
         section = MapReader(Located({}, root.node.line), "broker", root.file, root.problems)
-    address = read_broker_address(section)
+    endpoints = read_broker_endpoints(section)
     template = section.string("topic_prefix", default="gw/{gateway}",
                               expected="a topic prefix such as gw/{gateway}")
     topics = None
@@ -190,12 +197,14 @@ def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) ->
     inflight = section.integer("max_inflight", default=100, minimum=1, maximum=65535)
     payload = section.size("max_payload_bytes", default=256 * 1024, minimum=256,
                            maximum=256 * 1024 * 1024)
-    credentials = read_credentials(section, address is not None and address.tls,
-                                   address.host if address is not None else None)
+    credentials = read_credentials(
+        section, endpoints is not None and any(a.tls for a in endpoints.addresses),
+        next((a.host for a in endpoints.addresses if not a.tls), None)
+        if endpoints is not None else None)
     section.finish()
-    if address is None or topics is None or client_id is None or inflight is None:
+    if endpoints is None or topics is None or client_id is None or inflight is None:
         return None
-    return BrokerConfig(address, topics, client_id, int(keepalive), int(expiry), inflight,
+    return BrokerConfig(endpoints, topics, client_id, int(keepalive), int(expiry), inflight,
                         payload, credentials)
 
 
@@ -241,6 +250,8 @@ def _unique_segment(reader: MapReader, key: str, seen: dict[str, int], once: str
     problem = segment_problem(value)
     if value == CONFIRM_LEVEL:
         problem = "it is reserved for end-to-end confirmations"
+    elif value == STATUS_LEVEL:
+        problem = "it is reserved for the gateway's online status"
     if problem is not None:
         reader.problem(key, SEGMENT_EXPECTED, describe(value), problem)
         return None

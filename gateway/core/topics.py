@@ -102,6 +102,11 @@ class ReadingTopic:
         return cls(template, re.compile(f"{re.escape(head)}([^/]+){re.escape(tail)}"
                                         "/([^/]+)/([^/]+)"))
 
+    def status_gateway(self, topic: str) -> str | None:
+        """The gateway a `{topic_prefix}/_status` topic names, or None when it names none."""
+        named = self.identity(f"{topic}/_")  # read as the device `_status` of that prefix
+        return named[0] if named is not None and named[1] == "_status" else None
+
     def identity(self, topic: str) -> tuple[str, str, str] | None:
         """(gateway, device, stream) a reading's topic names, or None when it names none."""
         found = self.pattern.fullmatch(topic)

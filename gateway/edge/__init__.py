@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from gateway.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from gateway.edge.service import Gateway, serve
+    from gateway.edge.serve import serve
+    from gateway.edge.service import Gateway
     from gateway.edge.status import StatusError, read_status, render_status
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
 # see the imports above instead, so that a name not exported is an error.
 if not TYPE_CHECKING:
     __getattr__ = lazy_exports(__name__, {
-        "gateway.edge.service": ("Gateway", "serve"),
+        "gateway.edge.serve": ("serve",),
+        "gateway.edge.service": ("Gateway",),
         "gateway.edge.status": ("StatusError", "read_status", "render_status"),
     })

@@ -118,6 +118,7 @@ class DeviceSink:
         self.device = device
         self.intake = intake
         self._up: bool | None = None
+        self.on_state: Callable[[str, bool], None] | None = None  # (device, up) on a change
         self._reasons_seen: set[str] = set()
         # Per stream, worked out once: its QoS, its topic, whether its rows wait for the
         # consumer's confirmation, and its report-by-exception filter (None: all readings go).
@@ -164,6 +165,8 @@ class DeviceSink:
         if up == self._up:
             return
         self._up = up
+        if self.on_state is not None:
+            self.on_state(self.device.id, up)
         if up:
             log.info("device=%s up: %s", self.device.id, detail)
         else:

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from gateway.config.common import ListenAddress
 from gateway.config.gateway_config import GatewayConfig
 from gateway.core.delivery import DeliveryClass
 from gateway.edge.snapshot import GatewaySnapshot
 from gateway.edge.status import StatusError, read_status
-from gateway.ops.metrics import Families, MetricTable, disk_write_bytes
+from gateway.ops.metrics import Families, MetricsEndpoint, MetricTable, disk_write_bytes
 
 log = logging.getLogger("gateway.metrics")
 
@@ -48,12 +49,21 @@ GATEWAY_METRICS: MetricTable = {
         "counter", "Stores lost with an unknown number of readings (emptied or unreadable)."),
     "mqtt_gateway_broker_connected": ("gauge", "1 while connected to the broker."),
     "mqtt_gateway_reconnects": ("counter", "Connections to the broker after the first."),
+    "mqtt_gateway_broker_info": ("gauge", "1, labelled with the broker URL in use."),
+    "mqtt_gateway_broker_max_qos": ("gauge", "The highest QoS the broker takes (learnt or set)."),
     "mqtt_gateway_store_bytes": ("gauge", "Bytes used by the store's live pages."),
     "mqtt_gateway_disk_write_bytes": ("counter",
                                       "Bytes this process caused to be written to storage "
                                       "(/proc/self/io write_bytes; flash wear)."),
     LATENCY_HISTOGRAM: ("histogram", "Seconds from publish to PUBACK/PUBCOMP (sampled)."),
 }
+
+
+def gateway_endpoint(config: GatewayConfig, listen: ListenAddress,
+                     snapshot: Callable[[], GatewaySnapshot]) -> MetricsEndpoint:
+    """The gateway's metrics endpoint (not started)."""
+    return MetricsEndpoint(listen, GatewayCollector(snapshot, config), GATEWAY_METRICS,
+                           LATENCY_HISTOGRAM, LATENCY_BUCKETS)
 
 
 class GatewayCollector(Collector):
@@ -75,6 +85,8 @@ class GatewayCollector(Collector):
         yield f.value("mqtt_gateway_in_flight_messages", s.in_flight)
         yield f.value("mqtt_gateway_broker_connected", 1 if s.broker_connected else 0)
         yield f.value("mqtt_gateway_reconnects", s.reconnects)
+        yield f.labelled("mqtt_gateway_broker_info", "url", [(s.broker_url, 1)])
+        yield f.value("mqtt_gateway_broker_max_qos", s.broker_max_qos)
         yield f.value("mqtt_gateway_store_bytes", s.store_bytes)
         yield f.value("mqtt_gateway_readings_confirmed", s.confirmed)
         yield f.value("mqtt_gateway_confirmations_ignored", s.confirmations_ignored)

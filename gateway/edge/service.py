@@ -1,11 +1,11 @@
-"""`mqtt-gateway run`: devices -> intake -> group commit -> publisher -> broker.
+"""The running gateway: devices -> intake -> group commit -> publisher -> broker.
 
-Everything runs on one asyncio event loop. SIGTERM/SIGINT stop the devices,
-commit what was read, wait a bounded time for in-flight acknowledgements,
-mark the store's stop as clean (so the epoch continues) and return 0.
-SIGHUP reloads the device map (gateway/reload.py). Under systemd the
-gateway sends READY=1, STATUS=, STOPPING=1 and watchdog pings
-(gateway/supervision.py).
+Everything runs on one asyncio event loop (gateway/edge/serve.py runs it under
+the signals). A stop closes the devices, commits what was read, waits a
+bounded time for in-flight acknowledgements and marks the store's stop as
+clean (so the epoch continues). A reload applies a new device map
+(gateway/edge/reload.py). Under systemd the gateway sends READY=1, STATUS=,
+STOPPING=1 and watchdog pings (gateway/ops/supervision.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from gateway.core.delivery import DeliveryClass
 from gateway.core.extras import MissingExtras
 from gateway.edge.confirm_tracker import ConfirmationTracker
 from gateway.edge.ingest import DeviceSink, Intake
+from gateway.edge.presence import Presence
 from gateway.edge.publisher import Publisher
 from gateway.edge.reload import plan_reload
 from gateway.edge.snapshot import GatewaySnapshot
@@ -52,13 +52,13 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, outbox: Outbox,
                  secrets: BrokerSecrets | None = None,
-                 supervision: Supervision | None = None) -> None:
+                 supervision: Supervision | None = None, version: str = "unknown") -> None:
         self.config = config
         self.supervision = supervision
         self.outbox = outbox
         self.intake = Intake(config, outbox.epoch, outbox.counters)
         broker = config.broker
-        self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
+        self.link = MqttLink(broker.endpoints, broker.client_id, keepalive=broker.keepalive,
                              session_expiry=broker.session_expiry, clean_first=True,
                              secrets=secrets, max_packet_size=CONFIRM_PACKET_LIMIT)
         end_to_end = config.confirmation == "end-to-end"
@@ -80,6 +80,8 @@ class Gateway:
         self.tracker = (ConfirmationTracker(self.link, outbox, broker.topics.prefix,
                                             config.confirmation_timeout, str(config.path))
                         if end_to_end else None)
+        self.presence = Presence(self.link, config.gateway_id, broker.topics.prefix,
+                                 outbox.epoch, [d.id for d in config.devices], version)
         self.sinks = {d.id: self._sink(d) for d in config.devices}
         self.devices: dict[str, asyncio.Task[None]] = {}
         self._devices_changed = asyncio.Event()
@@ -87,10 +89,12 @@ class Gateway:
 
     def _sink(self, d: DeviceConfig) -> DeviceSink:
         end_to_end = self.tracker is not None
-        return DeviceSink(d, self.intake,
+        sink = DeviceSink(d, self.intake,
                           {s.name: self.config.broker.topics.topic(d.id, s.name) for s in d.streams},
                           frozenset(s.name for s in d.streams
                                     if end_to_end and s.delivery is not DeliveryClass.AT_MOST_ONCE))
+        sink.on_state = self.presence.device_state
+        return sink
 
     def _start_device(self, d: DeviceConfig) -> asyncio.Task[None]:
         task = asyncio.create_task(DRIVERS[d.driver].start(d.id, d.options)(self.sinks[d.id]),
@@ -103,10 +107,12 @@ class Gateway:
         self.broker_up = True
         self._down_since = None
         self._down_logged = False
-        log.info("connected to broker %s as %s (session %s, receive maximum %d)",
-                 self.link.address, self.link.client_id,
-                 "resumed" if session.session_present else "new", session.receive_maximum)
+        log.info("connected to broker %s (MQTT %s) as %s (session %s, receive maximum %d, "
+                 "QoS at most %d)", self.link.address, session.protocol, self.link.client_id,
+                 "resumed" if session.session_present else "new", session.receive_maximum,
+                 self.link.max_qos)
         self.publisher.connected(session)
+        self.presence.connected()
         if self.tracker is not None:
             self.tracker.subscribe()
 
@@ -206,7 +212,8 @@ class Gateway:
             at_most_once_queued=len(self.intake.volatile), in_flight=self.publisher.in_flight,
             broker_connected=self.broker_up, connections=self.link.connections,
             store_bytes=self.outbox.bytes_used, confirmed=self.outbox.confirmed,
-            confirmations_ignored=self.tracker.ignored_total if self.tracker else 0)
+            confirmations_ignored=self.tracker.ignored_total if self.tracker else 0,
+            broker_url=str(self.link.address), broker_max_qos=self.link.max_qos)
 
     def runtime_snapshot(self) -> dict[str, Any]:
         """What `status` shows about the running process."""
@@ -215,6 +222,9 @@ class Gateway:
             "updated_at": round(time.time(), 3),
             "broker_connected": self.broker_up,
             "broker": str(self.link.address),
+            "broker_protocol": self.link.protocol,
+            "broker_max_qos": self.link.max_qos,
+            "broker_max_qos_source": self.link.broker.max_qos_source,
             "in_flight": self.publisher.in_flight,
             "at_most_once_queued": len(self.intake.volatile),
             "read": self.intake.read,
@@ -330,6 +340,7 @@ class Gateway:
                 self.sinks[device.id] = self._sink(device)
                 self._start_device(device)
         self._devices_changed.set()
+        self.presence.devices_changed([d.id for d in self.config.devices])
         log.info("reload: device map applied from %s: added %s, removed %s, changed %s", path,
                  ",".join(plan.added) or "none", ",".join(plan.removed) or "none",
                  ",".join(plan.changed) or "none")
@@ -350,49 +361,9 @@ class Gateway:
             self.intake.drop("shutdown", item.device, item.stream)
         self.intake.volatile.clear()
         self.commit()
+        self.presence.stopping("stopped")  # written out before the DISCONNECT (MqttLink._close)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         log.info("stopped: %d readings still stored for the next start, %d in flight were "
                  "unacknowledged", self.outbox.pending_count(), self.publisher.in_flight)
-
-
-async def serve(config: GatewayConfig, outbox: Outbox, secrets: BrokerSecrets | None = None) -> bool:
-    """Run a gateway until SIGTERM or SIGINT (SIGHUP reloads); False when it stopped on a failure."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    supervision = Supervision()
-    gateway = Gateway(config, outbox, secrets, supervision)
-    if config.metrics is not None:
-        # Loaded only when asked for: prometheus-client costs ~2 MB of RSS.
-        from gateway.edge.metrics import (  # noqa: PLC0415
-            GATEWAY_METRICS,
-            LATENCY_BUCKETS,
-            LATENCY_HISTOGRAM,
-            GatewayCollector,
-        )
-        from gateway.ops.metrics import MetricsEndpoint  # noqa: PLC0415
-
-        supervision.metrics = MetricsEndpoint(
-            config.metrics, GatewayCollector(gateway.metrics_snapshot, config), GATEWAY_METRICS,
-            LATENCY_HISTOGRAM, LATENCY_BUCKETS)
-        gateway.link.on_latency = supervision.metrics.observe
-    reloading: asyncio.Task[None] | None = None
-
-    def on_hup() -> None:
-        nonlocal reloading
-        if reloading is not None and not reloading.done():
-            log.warning("reload: one is already running; this SIGHUP is ignored")
-            return
-        reloading = loop.create_task(gateway.reload(), name="reload")
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    try:
-        return await gateway.run(stop)
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
-        if reloading is not None:
-            reloading.cancel()
-        await supervision.close()

@@ -26,6 +26,8 @@ class GatewaySnapshot:
     store_bytes: int
     confirmed: int = 0  # readings deleted by end-to-end confirmations
     confirmations_ignored: int = 0  # marks and messages ignored, every reason
+    broker_url: str = ""
+    broker_max_qos: int = 2
 
     @property
     def reconnects(self) -> int:

@@ -200,6 +200,9 @@ def _process_lines(report: dict[str, Any]) -> list[str]:
     broker = "connected" if runtime["broker_connected"] else "NOT connected"
     lines = [f"process running (pid {runtime['pid']}, snapshot {age:.0f}s old); "
              f"broker {runtime['broker']} {broker}; in flight {runtime['in_flight']}"]
+    if "broker_protocol" in runtime:
+        lines.append(f"broker speaks MQTT {runtime['broker_protocol']}, QoS at most "
+                     f"{runtime['broker_max_qos']} ({runtime['broker_max_qos_source']})")
     if "confirmations_accepted" in runtime:
         ignored = sum(runtime["confirmations_ignored"].values())
         lines.append(f"end-to-end confirmation: {runtime['confirmations_accepted']} marks "

@@ -1,4 +1,5 @@
-"""The MQTT 5 connection: `MqttLink`, one paho client driven by the asyncio event loop,
+"""The MQTT connection (MQTT 5, or 3.1.1 for a broker that speaks only that): `MqttLink`,
+one paho client driven by the asyncio event loop,
 reconnecting with backoff, and the `Session` the broker granted in CONNACK. What it needs
 of paho's internals is private to this package (`_paho`)."""
 

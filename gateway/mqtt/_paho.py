@@ -14,6 +14,7 @@ import errno
 import logging
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -70,6 +71,7 @@ class Client(mqtt.Client):
 
     preconnected: socket.socket | None = None
     pubrec_codes: dict[int, ReasonCode]
+    qos2_answered = False  # a PUBREC came on this connection (the broker takes QoS 2)
 
     def _create_socket_connection(self) -> socket.socket:
         sock, self.preconnected = self.preconnected, None
@@ -80,6 +82,7 @@ class Client(mqtt.Client):
     def _handle_pubrec(self) -> MQTTErrorCode:
         packet = _packet.decode_pubrec(self._in_packet["command"], self._in_packet["packet"],
                                        self._protocol)
+        self.qos2_answered = True
         if packet.mid in self._out_messages:
             if packet.reason.is_failure:
                 with self._out_message_mutex:
@@ -112,9 +115,12 @@ _SUCCESS = {
 
 def new_client(client_id: str, *, manual_ack: bool, tls: bool,
                secrets: BrokerSecrets | None) -> Client:
-    """An MQTT 5 client with the broker credentials and TLS set, logging to `PAHO_LOG`."""
+    """An MQTT 5 client with the broker credentials and TLS set, logging to `PAHO_LOG`
+    (`prepare` switches it to 3.1.1 for a broker that speaks only that)."""
+    # Without paho's own reconnects: it would downgrade a refused 3.1.1 to 3.1 and open
+    # a socket of its own.
     client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                    manual_ack=manual_ack)
+                    manual_ack=manual_ack, reconnect_on_failure=False)
     client.pubrec_codes = {}
     # No cap of paho's own: the publisher's window (inflight.py) keeps what is in flight
     # within the broker's Receive Maximum, and paho's cap rescans its queue on every ack.
@@ -142,12 +148,53 @@ def connect_properties(session_expiry: int, receive_maximum: int | None,
     return props
 
 
-def connack_limits(props: Properties | None) -> tuple[int, int | None]:
-    """The broker's Receive Maximum and Maximum Packet Size (None: no limit) from CONNACK."""
-    receive_max = getattr(props, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM) if props else (
-        DEFAULT_RECEIVE_MAXIMUM)
-    max_packet = getattr(props, "MaximumPacketSize", None) if props else None
-    return int(receive_max), int(max_packet) if max_packet else None
+def prepare(client: Client, host: str, port: int, keepalive: int, *, mqtt5: bool,
+            persistent: bool, properties: Properties) -> None:
+    """Set what the next CONNECT says: where to (TLS checks the host name), which MQTT
+    version, and in 3.1.1 the clean session flag (False: a persistent session)."""
+    client._host, client._port, client._keepalive = host, port, keepalive
+    client._protocol = mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311
+    client._clean_session = not persistent
+    client._connect_properties = properties if mqtt5 else None
+    client.qos2_answered = False
+
+
+def lower_queued_qos(client: Client, max_qos: int) -> None:
+    """Send the messages paho keeps for resending at no more than `max_qos`: a broker that
+    refused a QoS 2 PUBLISH closes the connection again on its resend. (Those whose QoS 2
+    exchange the broker already took part in are finished as they are.)"""
+    with client._out_message_mutex:
+        for message in client._out_messages.values():
+            if message.qos > max_qos and message.state in (mqtt_ms_publish, mqtt_ms_queued):
+                message.qos = max_qos
+
+
+mqtt_ms_publish = mqtt.mqtt_ms_publish
+mqtt_ms_queued = mqtt.mqtt_ms_queued
+
+
+@dataclass(frozen=True)
+class ConnackLimits:
+    """What the broker said in CONNACK's properties (MQTT 5; 3.1.1 says none of it)."""
+
+    receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
+    maximum_packet_size: int | None = None  # None: no limit
+    maximum_qos: int = 2
+    retain_available: bool = True
+    topic_alias_maximum: int = 0
+
+
+def connack_limits(props: Properties | None) -> ConnackLimits:
+    """The broker's limits from the CONNACK properties."""
+    if props is None:
+        return ConnackLimits()
+    max_packet = getattr(props, "MaximumPacketSize", None)
+    return ConnackLimits(
+        int(getattr(props, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM)),
+        int(max_packet) if max_packet else None,
+        int(getattr(props, "MaximumQoS", 2)),
+        bool(getattr(props, "RetainAvailable", 1)),
+        int(getattr(props, "TopicAliasMaximum", 0)))
 
 
 def attach_to_loop(client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:

@@ -323,3 +323,29 @@ def test_nul_inside_a_value_string_is_stored_escaped(backend: Backend, db: Readi
     [(text,)] = backend.query("SELECT value FROM readings")
     assert "\x00" not in text
     assert json.loads(text) == "a\x00b"
+
+
+# -- gateways (the latest `_status` of each gateway) ---------------------------------
+def test_gateways_keeps_the_latest_status_of_each_gateway(backend: Backend, db: ReadingsDB
+                                                           ) -> None:
+    from gateway.cloud.status import read_consumer_status, render_consumer_status  # noqa: PLC0415
+    from gateway.config.common import BrokerAddress, BrokerEndpoints  # noqa: PLC0415
+    from gateway.config.consumer_config import ConsumerConfig  # noqa: PLC0415
+    from gateway.core.presence import GatewayStatus  # noqa: PLC0415
+
+    db.store_statuses([GatewayStatus("gw-1", "online", "E1", T0, "0.3.0", {"d": "up"}),
+                       GatewayStatus("gw-2", "online", "E9", T0, "0.3.0", {})])
+    db.store_statuses([GatewayStatus("gw-1", "offline", "E1", T0, "0.3.0", {"d": "down"},
+                                     "connection lost")])
+    rows = backend.query("SELECT gateway, state, epoch, since, version, devices, reason, "
+                         "updated_at FROM gateways ORDER BY gateway")
+    assert [r[:3] + r[4:7] for r in rows] == [
+        ("gw-1", "offline", "E1", "0.3.0", '{"d": "down"}', "connection lost"),
+        ("gw-2", "online", "E9", "0.3.0", "{}", None)]
+    assert as_utc(rows[0][3]) == format_ts(T0)
+    config = ConsumerConfig(Path("c.yaml"), BrokerEndpoints((BrokerAddress("h", 1883, False),)),
+                            "c1", "gw/#", 30, 60, backend.database, 0.1, 10, 10.0)
+    report = read_consumer_status(config)
+    assert [g["state"] for g in report["presence"]] == ["offline", "online"]
+    text = render_consumer_status(report)
+    assert "gw-1" in text and "OFFLINE (connection lost)" in text and "down: d" in text, text

@@ -35,6 +35,8 @@ class TcpProxy:
         self.stalls = 0
         self.cuts = 0
         self.connections = 0
+        self.bytes_up = 0  # bytes forwarded from clients to the target
+        self._clients: set[socket.socket] = set()
         self._thread = threading.Thread(target=self._serve, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -103,6 +105,7 @@ class TcpProxy:
         with self._lock:
             self._pairs[client] = upstream
             self._pairs[upstream] = client
+            self._clients.add(client)
         self.connections += 1
 
     def _pump(self, sock: socket.socket) -> None:
@@ -118,6 +121,8 @@ class TcpProxy:
         if not data:
             self._close_pair(sock)
             return
+        if sock in self._clients:
+            self.bytes_up += len(data)
         try:
             peer.setblocking(True)
             peer.settimeout(2)
@@ -131,6 +136,9 @@ class TcpProxy:
             peer = self._pairs.pop(sock, None)
             if peer is not None:
                 self._pairs.pop(peer, None)
+            self._clients.discard(sock)
+            if peer is not None:
+                self._clients.discard(peer)
         for s in (sock, peer):
             if s is None:
                 continue

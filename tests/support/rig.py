@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tests.support.broker import Mosquitto
 from tests.support.procs import REPO, Service
@@ -24,6 +25,19 @@ from tests.support.proxy import TcpProxy
 from tests.support.pty_device import PtyDevice
 from tests.support.waiting import wait_for
 from tests.support.wiretap import WireTap
+
+
+class Broker(Protocol):
+    """What the rig needs of a broker: mosquitto (broker.py) or NATS (nats.py)."""
+
+    port: int
+    kills: int
+    proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def kill(self) -> None: ...
+
 
 STREAMS = {"amo": "at-most-once", "alo": "at-least-once", "eo": "exactly-once"}
 DURABLE = ("alo", "eo")
@@ -74,7 +88,9 @@ class Rig:
                  broker_persistent: bool = True, broker_extra: str = "",
                  streams: dict[str, str] | None = None, topic_prefix: str | None = None,
                  device_extra: str = "", amo_buffer: int = 100000, tap: bool = True,
-                 gateway_extra: str = "", consumer_extra: str = "") -> None:
+                 gateway_extra: str = "", consumer_extra: str = "",
+                 broker: Broker | None = None, urls: list[str] | None = None,
+                 broker_keys: str = "") -> None:
         """`broker_extra` is appended to mosquitto.conf; `streams` (name -> delivery,
         all on the field `n`) replaces the default amo/alo/eo set and must keep
         `alo` and `eo`; `topic_prefix` sets broker.topic_prefix; `device_extra`
@@ -82,8 +98,13 @@ class Rig:
         `amo_buffer` is store.at_most_once_buffer; `tap=False` runs without the
         wire tap (so the consumer is the only subscriber); `gateway_extra` is YAML
         added at the top level of the gateway config (e.g. "confirmation: end-to-end"),
-        `consumer_extra` at the top level of the consumer config.
+        `consumer_extra` at the top level of the consumer config. `broker` replaces
+        mosquitto by another broker (tests/support/nats.py), `urls` gives both the gateway
+        and the consumer that list of broker URLs, and `broker_keys` is YAML added to both
+        broker sections (e.g. "protocol: '3.1.1'").
         """
+        self.urls = urls
+        self.broker_keys = broker_keys
         self.consumer_extra = consumer_extra
         self.gateway_extra = gateway_extra
         self.amo_buffer = amo_buffer
@@ -92,9 +113,10 @@ class Rig:
         self.streams = dict(streams) if streams is not None else dict(STREAMS)
         self.topic_prefix = topic_prefix
         self.device_extra = device_extra
-        self.broker = Mosquitto(workdir / "broker", persistent=broker_persistent,
-                                extra=broker_extra)
-        self.broker.start()
+        self.broker: Broker = broker if broker is not None else Mosquitto(
+            workdir / "broker", persistent=broker_persistent, extra=broker_extra)
+        if broker is None:
+            self.broker.start()
         self.proxy = TcpProxy(self.broker.port) if via_proxy else None
         self.device = PtyDevice(workdir / "ttyTEST")
         self.next_n = 1
@@ -122,9 +144,9 @@ gateway:
   state_dir: {self.workdir / 'state'}
   summary_interval: 1s
 broker:
-  url: mqtt://127.0.0.1:{port}
+  url: {self._url(port)}
   keepalive: 5s{prefix}
-store:
+{self._broker_keys()}store:
   commit_interval: 50ms
   at_most_once_buffer: {self.amo_buffer}
 devices:
@@ -137,6 +159,12 @@ devices:
 {self.gateway_extra}""")
         return path
 
+    def _url(self, port: int) -> str:
+        return f"[{', '.join(self.urls)}]" if self.urls else f"mqtt://127.0.0.1:{port}"
+
+    def _broker_keys(self) -> str:
+        return "".join(f"  {line}\n" for line in self.broker_keys.splitlines())
+
     def _consumer_config(self) -> Path:
         path = self.workdir / "consumer.yaml"
         # The consumer reads the identity from the topic: it must know the gateway's prefix.
@@ -144,8 +172,8 @@ devices:
                     if self.topic_prefix else "")
         path.write_text(f"""version: 1
 broker:
-  url: mqtt://127.0.0.1:{self.broker.port}
-  client_id: consumer-{self.gateway_id}
+  url: {self._url(self.broker.port)}
+{self._broker_keys()}  client_id: consumer-{self.gateway_id}
   subscribe: gw/{self.gateway_id}/#
   keepalive: 5s{template}
 database: {self.consumer_db}
