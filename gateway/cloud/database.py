@@ -24,7 +24,7 @@ from gateway.core.dedup import StreamCounters, StreamId, fold
 from gateway.core.envelope import Envelope, format_ts
 from gateway.core.extras import POSTGRES
 
-_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
+_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at, ts_quality"
 _KEY = "gateway, epoch, device, stream"
 # Columns of stream_counters added after the first schema: (name, SQLite type, PostgreSQL type,
 # default for rows written before). Rows of old databases counted gaps from seq 1.
@@ -56,10 +56,10 @@ def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
     """The `readings` row of a reading, or None when a backend cannot store its text."""
     value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
     if not all(_storable(text) for text in (env.gateway, env.epoch, env.device, env.stream, value,
-                                            env.unit or "")):
+                                            env.unit or "", env.ts_quality or "")):
         return None
     return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
-            env.unit, received_at)
+            env.unit, received_at, env.ts_quality)
 
 
 def _storable(text: str) -> bool:
@@ -161,8 +161,10 @@ class SqliteReadings:
             """CREATE TABLE IF NOT EXISTS readings (
                 gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                 stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL,
-                value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL,
+                value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL, ts_quality TEXT,
                 PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID""")
+        if "ts_quality" not in {row[1] for row in self._conn.execute("PRAGMA table_info(readings)")}:
+            self._conn.execute("ALTER TABLE readings ADD COLUMN ts_quality TEXT")
         import sqlite_utils  # noqa: PLC0415 - not for the gateway's metrics, which read gaps here
 
         db = sqlite_utils.Database(self._conn)
@@ -193,7 +195,7 @@ class SqliteReadings:
             for env, row in rows:
                 cursor = conn.execute(
                     f"INSERT OR IGNORE INTO readings({_READINGS_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                  cursor.rowcount == 1))
             update_counters(conn.execute, "?", "", outcomes, _newest(readings), received_at)
@@ -233,7 +235,9 @@ class PostgresReadings:
                     gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                     stream TEXT NOT NULL, seq BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
                     value TEXT NOT NULL, unit TEXT, received_at TIMESTAMPTZ NOT NULL,
+                    ts_quality TEXT,
                     PRIMARY KEY (gateway, epoch, device, stream, seq));
+                ALTER TABLE readings ADD COLUMN IF NOT EXISTS ts_quality TEXT;
                 CREATE TABLE IF NOT EXISTS stream_counters (
                     gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                     stream TEXT NOT NULL, max_seq BIGINT NOT NULL, received BIGINT NOT NULL,
@@ -257,7 +261,7 @@ class PostgresReadings:
                 for env, row in rows:
                     cur.execute(
                         f"INSERT INTO readings({_READINGS_COLUMNS}) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                         row)
                     outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                      cur.rowcount == 1))

@@ -19,6 +19,7 @@ JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str,
 
 WIRE_VERSION = 1
 MAX_SEQ = 2**63 - 1
+MAX_TS_QUALITY = 32  # characters of the optional `ts_quality`
 _REQUIRED_TEXT = ("gateway", "epoch", "device", "stream")
 
 
@@ -35,6 +36,7 @@ class Envelope:
     value: Any
     unit: str | None
     confirm: bool = False  # the gateway waits for the consumer's end-to-end confirmation
+    ts_quality: str | None = None  # "unsynced": `ts` is from a clock not yet synchronised
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ def encode(envelope: Envelope) -> bytes:
         body["unit"] = envelope.unit
     if envelope.confirm:
         body["confirm"] = True
+    if envelope.ts_quality is not None:
+        body["ts_quality"] = envelope.ts_quality
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -127,7 +131,6 @@ def json_safe(value: Any) -> bool:
     except (ValueError, TypeError, RecursionError):
         return False
     return True
-
 
 
 def decode(payload: bytes) -> Envelope | Undecodable:
@@ -168,5 +171,9 @@ def decode(payload: bytes) -> Envelope | Undecodable:
     confirm = body.get("confirm", False)
     if not isinstance(confirm, bool):
         return Undecodable("bad_field", "'confirm' must be true or false")
+    quality = body.get("ts_quality")
+    if quality is not None and (not isinstance(quality, str) or not 0 < len(quality) <= MAX_TS_QUALITY):
+        return Undecodable("bad_field", f"'ts_quality' must be a string of 1 to {MAX_TS_QUALITY} "
+                                        "characters")
     return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
-                    body["value"], unit, confirm)
+                    body["value"], unit, confirm, quality)

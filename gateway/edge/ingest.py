@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from devices.base import Record
 from gateway.config.gateway_config import DeviceConfig, GatewayConfig
+from gateway.core.clock import UNSYNCED, ClockSource, TrustedClock, stamp
 from gateway.core.envelope import Envelope, encode, json_safe
 from gateway.core.identity import SequenceCounters
 from gateway.core.report_by_exception import ExceptionFilter
@@ -44,7 +45,9 @@ class Volatile:
 class Intake:
     """Readings on their way into the store or the at-most-once queue."""
 
-    def __init__(self, config: GatewayConfig, epoch: str, counters: SequenceCounters) -> None:
+    def __init__(self, config: GatewayConfig, epoch: str, counters: SequenceCounters, *,
+                 clock: ClockSource | None = None) -> None:
+        self.clock: ClockSource = clock or TrustedClock()
         self.gateway_id = config.gateway_id
         self.epoch = epoch
         self.counters = counters
@@ -69,7 +72,8 @@ class Intake:
             return
         seq = self.counters.next((reading.device, reading.stream))
         payload = encode(Envelope(self.gateway_id, self.epoch, reading.device, reading.stream, seq,
-                                  reading.ts, reading.value, reading.unit))
+                                  reading.ts, reading.value, reading.unit,
+                                  ts_quality=None if reading.taken is None else UNSYNCED))
         if len(self.volatile) >= self.volatile_limit:
             oldest = self.volatile.popleft()
             self.drop("at_most_once_buffer_full", oldest.device, oldest.stream)
@@ -113,6 +117,7 @@ class DeviceSink:
     def record(self, record: Record) -> None:
         """Map one record onto the device's streams."""
         fields = record.fields
+        taken = stamp(self.intake.clock, record.ts)  # None once the clock is synchronised
         for stream, qos, topic, confirm, gate in self._routes:
             value = fields.get(stream.field, _MISSING)
             if value is _MISSING:
@@ -129,7 +134,7 @@ class DeviceSink:
                 self.intake.suppress(self.device.id, stream.name)
                 continue
             self.intake.accept(NewReading(self.device.id, stream.name, qos, record.ts, value,
-                                          stream.unit, topic, confirm))
+                                          stream.unit, topic, confirm, taken))
 
     def rejected(self, reason: str, detail: str) -> None:
         """Count input the driver could not turn into a record."""

@@ -24,6 +24,7 @@ import logging
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.core.backoff import Backoff
+from gateway.core.clock import ClockSource, TrustedClock, restamp
 from gateway.core.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
 from gateway.core.outbox_states import TRANSITIONS, RowEvent, RowLedger, RowState, state_in_store
 from gateway.core.packet_size import publish_packet_size
@@ -38,8 +39,11 @@ class Publisher:
     """Moves readings from the store and the volatile queue onto the link."""
 
     def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
-                 max_payload_bytes: int, hold_for_confirmation: bool = False) -> None:
+                 max_payload_bytes: int, hold_for_confirmation: bool = False,
+                 clock: ClockSource | None = None) -> None:
         self.link = link
+        # Rows taken before the clock's sync are re-based or marked when sent (gateway.core.clock).
+        self.clock: ClockSource = clock or TrustedClock()
         # Under end-to-end confirmation, flagged rows wait for the consumer; in
         # broker mode (also for rows flagged under an earlier config) a broker
         # acknowledgement is enough.
@@ -147,11 +151,12 @@ class Publisher:
             state = ledger.state(row.id, state_in_store(row.held))
             if RowEvent.SEND not in TRANSITIONS[state]:
                 continue  # already on its way or settled (a resend and a lane can meet after a restart)
-            too_large = self._too_large(row.topic, row.payload, row.qos)
+            payload = restamp(self.clock, row.payload, row.ts, row.taken)
+            too_large = self._too_large(row.topic, payload, row.qos)
             if too_large is not None:
                 self._quarantine(row, RowEvent.TOO_LARGE, too_large, state)
                 continue
-            mid = self.link.publish(row.topic, row.payload, row.qos)
+            mid = self.link.publish(row.topic, payload, row.qos)
             if mid is None:
                 # Lost the connection while sending: this row and the rest go again.
                 ledger.move(row.id, RowEvent.CONNECTION_LOST, state)

@@ -25,6 +25,7 @@ from gateway.config.check import require_extras
 from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerSecrets
 from gateway.config.gateway_config import DeviceConfig, GatewayConfig, load_gateway_config
+from gateway.core.clock import ClockSource
 from gateway.core.delivery import DeliveryClass
 from gateway.core.extras import MissingExtras
 from gateway.edge.confirm_tracker import ConfirmationTracker
@@ -33,6 +34,7 @@ from gateway.edge.publisher import Publisher
 from gateway.edge.reload import plan_reload
 from gateway.edge.snapshot import GatewaySnapshot
 from gateway.mqtt.link import MqttLink, Session
+from gateway.ops.clock import SystemClock
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
 from gateway.store.confirmations import Confirmations
@@ -50,11 +52,13 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, outbox: Outbox,
                  secrets: BrokerSecrets | None = None,
-                 supervision: Supervision | None = None) -> None:
+                 supervision: Supervision | None = None, *,
+                 clock: ClockSource | None = None) -> None:
         self.config = config
         self.supervision = supervision
         self.outbox = outbox
-        self.intake = Intake(config, outbox.epoch, outbox.counters)
+        self.intake = Intake(config, outbox.epoch, outbox.counters,
+                             clock=SystemClock() if clock is None else clock)
         broker = config.broker
         self.link = MqttLink(broker.address, broker.client_id, keepalive=broker.keepalive,
                              session_expiry=broker.session_expiry, clean_first=True,
@@ -62,7 +66,7 @@ class Gateway:
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
-                                   hold_for_confirmation=end_to_end)
+                                   hold_for_confirmation=end_to_end, clock=self.intake.clock)
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.intake.on_volatile = self.publisher.wake

@@ -12,10 +12,8 @@ Size policy: when the live pages of the store reach `max_bytes`, new durable
 readings are refused and counted as `store_full`; stored readings are never
 evicted to make room.
 
-Elsewhere: opening and checking the file, `opening.py`; disk full (the
-reserve, the disk-full state, checkpoints), `space.py`; a corrupt store
-(moved aside, salvaged), `recovery.py`; end-to-end confirmation's SQL,
-`confirmations.py`; the tables, `schema.py`; transactions and meta, `sql.py`.
+Elsewhere: opening the file, `opening.py`; disk full, `space.py`; a corrupt store,
+`recovery.py`; confirmation's SQL, `confirmations.py`; tables, `schema.py`; meta, `sql.py`.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.core.clock import Unsynced
 from gateway.core.envelope import MAX_SEQ, Envelope, encode
 from gateway.core.identity import SequenceCounters, StreamKey, new_epoch
 from gateway.store.confirmations import (
@@ -48,8 +47,8 @@ from gateway.store.sql import StoreError, get_meta, set_meta, transaction
 
 log = logging.getLogger("gateway.store")
 
-_SELECT_ROWS = ("SELECT id, device, stream, seq, qos, topic, payload, confirm, acked_at IS NOT NULL "
-                "FROM outbox")
+_SELECT_ROWS = ("SELECT id, device, stream, seq, qos, topic, payload, confirm, acked_at IS NOT NULL, "
+                "ts, mono, boot FROM outbox")
 _UPSERT_SEQUENCE = (
     "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
@@ -68,6 +67,7 @@ class NewReading:
     unit: str | None
     topic: str
     confirm: bool = False
+    taken: Unsynced | None = None  # taken before the clock's sync (gateway.core.clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +84,18 @@ class OutboxRow:
     payload: bytes
     confirm: bool
     held: bool
+    ts: float = 0.0
+    mono: float | None = None  # with `boot`: taken before the clock's sync (gateway.core.clock)
+    boot: str | None = None
+
+    @property
+    def taken(self) -> Unsynced | None:  # see `mono`
+        return None if self.mono is None or self.boot is None else Unsynced(self.mono, self.boot)
 
 
 @dataclass(frozen=True)
 class CommitResult:
-    """What one group commit did: `refused` for the size cap (`store_full`),
-    `disk_full` for want of disk space."""
+    """What one group commit did: `refused` for the size cap, `disk_full` for want of disk."""
 
     stored: int
     refused: int
@@ -151,14 +157,10 @@ class Outbox:
         conn, meta, reserve, aside = opened.conn, opened.meta, opened.reserve, opened.aside
         try:
             clean = meta.get("clean_stop") == "1" and "epoch" in meta and aside is None
-            epoch = meta["epoch"] if clean else new_epoch(now or time.time(),
-                                                          secrets.token_hex(4))
-            last: dict[StreamKey, int] = {}
-            if clean:
-                for device, stream, seq in conn.execute(
-                    "SELECT device, stream, last_seq FROM sequences WHERE epoch = ?", (epoch,)
-                ):
-                    last[(device, stream)] = seq
+            epoch = meta["epoch"] if clean else new_epoch(now or time.time(), secrets.token_hex(4))
+            last: dict[StreamKey, int] = {(device, stream): seq for device, stream, seq in (
+                conn.execute("SELECT device, stream, last_seq FROM sequences WHERE epoch = ?",
+                             (epoch,)) if clean else ())}
             box = cls(conn, path, gateway_id, epoch, SequenceCounters(last), clean, max_bytes,
                       reserve=reserve, clock=clock)
             box._start(aside)
@@ -245,7 +247,7 @@ class Outbox:
             if rows:
                 conn.executemany(
                     "INSERT INTO outbox(epoch, device, stream, seq, qos, ts, topic, payload, "
-                    "confirm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    "confirm, mono, boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             if quarantined:
                 now = time.time()
                 conn.executemany(
@@ -315,8 +317,9 @@ class Outbox:
             last[key] = seq
             payload = encode(Envelope(self.gateway_id, self.epoch, r.device, r.stream, seq, r.ts,
                                       r.value, r.unit, r.confirm))
+            taken = r.taken
             rows.append((self.epoch, r.device, r.stream, seq, r.qos, r.ts, r.topic, payload,
-                         int(r.confirm)))
+                         int(r.confirm), taken and taken.mono, taken and taken.boot))
         return rows, last
 
     def write_runtime(self, snapshot: dict[str, Any]) -> None:
@@ -348,8 +351,7 @@ class Outbox:
         """The id of the newest stored row (0 when the outbox is empty)."""
         return int(self._conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0)
 
-    def pending_count(self) -> int:
-        """Rows waiting for an acknowledgement."""
+    def pending_count(self) -> int:  # rows waiting for an acknowledgement
         return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def _live_bytes(self) -> int:

@@ -262,3 +262,21 @@ def test_json_safe_rejects_what_encode_cannot_write(value: object) -> None:
 
 def test_json_safe_accepts_ordinary_values() -> None:
     assert json_safe({"temp_c": 21.5, "tags": ["a", "°C"], "ok": True, "n": None})
+
+
+def test_ts_quality_is_optional_and_round_trips() -> None:
+    plain = encode(envelope())
+    assert b"ts_quality" not in plain
+    marked = encode(envelope(ts_quality="unsynced"))
+    assert json.loads(marked)["ts_quality"] == "unsynced"
+    decoded = decode(marked)
+    assert isinstance(decoded, Envelope) and decoded.ts_quality == "unsynced"
+
+
+@pytest.mark.parametrize("quality", [1, "", "x" * 33, ["unsynced"], True])
+def test_a_bad_ts_quality_is_a_bad_field(quality: Any) -> None:
+    body = json.loads(encode(envelope()))
+    body["ts_quality"] = quality
+    result = decode(json.dumps(body).encode())
+    assert isinstance(result, Undecodable) and result.reason == "bad_field"
+    assert "ts_quality" in result.detail
