@@ -33,6 +33,8 @@ _ADDED_COUNTER_COLUMNS = (
     ("before_first", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
     ("last_seen", "TEXT", "TIMESTAMPTZ"),
     ("lag_s", "REAL", "DOUBLE PRECISION"),
+    ("dropped_by_gateway", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
+    ("dropped_upto", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
 )
 _KEYS_PER_SELECT = 200
 
@@ -95,7 +97,8 @@ Execute = Callable[[str, Sequence[Any]], Any]  # runs one statement, returns a c
 
 def update_counters(execute: Execute, mark: str, lock: str,
                     outcomes: list[tuple[StreamId, int, bool]], newest: dict[StreamId, float],
-                    received_at: float) -> None:
+                    received_at: float, dropped: dict[StreamId, tuple[int, int]] | None = None
+                    ) -> None:
     """Add a batch's outcomes to `stream_counters`, inside the caller's transaction.
 
     One rule for both backends and for concurrent consumers in a shared group:
@@ -121,19 +124,46 @@ def update_counters(execute: Execute, mark: str, lock: str,
         chunk = keys[start:start + _KEYS_PER_SELECT]
         values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
         cursor = execute(q(f"SELECT {_KEY}, first_seq, max_seq, received, duplicates, "
-                           f"before_first FROM stream_counters WHERE ({_KEY}) IN (VALUES {values}) "
+                           "before_first, dropped_by_gateway, dropped_upto FROM stream_counters "
+                           f"WHERE ({_KEY}) IN (VALUES {values}) "
                            f"ORDER BY {_KEY}{lock}"), [part for key in chunk for part in key])
         for row in cursor.fetchall():
             stored[tuple(row[:4])] = StreamCounters(*(int(n) for n in row[4:]))
     seen = format_ts(received_at)
     for key in keys:
         after = stored.get(key, StreamCounters()).plus(deltas[key])
+        if dropped and key in dropped:
+            after = _count_dropped(execute, q, key, after, dropped[key])
         lag = received_at - newest[key] if key in newest else None
         execute(q("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
                   "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
-                  f"lag_s = coalesce(?, lag_s) WHERE ({_KEY}) = (?, ?, ?, ?)"),
+                  "lag_s = coalesce(?, lag_s), dropped_by_gateway = ?, dropped_upto = ? "
+                  f"WHERE ({_KEY}) = (?, ?, ?, ?)"),
                 (after.first_seq, after.max_seq, after.received, after.duplicates, after.gaps,
-                 after.before_first, seen, lag, *key))
+                 after.before_first, seen, lag, after.dropped_by_gateway, after.dropped_upto,
+                 *key))
+
+
+def _count_dropped(execute: Execute, q: Callable[[str], str], key: StreamId,
+                   counters: StreamCounters, notice: tuple[int, int]) -> StreamCounters:
+    """Count the seqs of a notice's new part that have not arrived (in this transaction)."""
+    part = counters.dropped_range(*notice)
+    if part is None:
+        return counters
+    arrived = execute(q(f"SELECT count(*) FROM readings WHERE ({_KEY}) = (?, ?, ?, ?) "
+                        "AND seq BETWEEN ? AND ?"), (*key, *part)).fetchone()[0]
+    return counters.with_dropped(part[1], part[1] - part[0] + 1 - int(arrived))
+
+
+def _notices(readings: list[Envelope]) -> dict[StreamId, tuple[int, int]]:
+    """The `dropped` ranges of a batch, merged per stream."""
+    merged: dict[StreamId, tuple[int, int]] = {}
+    for env in readings:
+        if env.dropped is not None:
+            key = (env.gateway, env.epoch, env.device, env.stream)
+            old = merged.get(key, env.dropped)
+            merged[key] = (min(old[0], env.dropped[0]), max(old[1], env.dropped[1]))
+    return merged
 
 
 def _newest(readings: list[Envelope]) -> dict[StreamId, float]:
@@ -198,7 +228,8 @@ class SqliteReadings:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                  cursor.rowcount == 1))
-            update_counters(conn.execute, "?", "", outcomes, _newest(readings), received_at)
+            update_counters(conn.execute, "?", "", outcomes, _newest(readings), received_at,
+                            _notices(readings))
             conn.executemany(
                 "INSERT INTO consumer_rejects(reason, count) VALUES (?, ?) "
                 "ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
@@ -266,7 +297,7 @@ class PostgresReadings:
                     outcomes.append(((env.gateway, env.epoch, env.device, env.stream), env.seq,
                                      cur.rowcount == 1))
                 update_counters(cur.execute, "%s", " FOR UPDATE", outcomes, _newest(readings),
-                                received_at)
+                                received_at, _notices(readings))
                 for reason, count in all_rejects.items():
                     cur.execute(
                         "INSERT INTO consumer_rejects AS r (reason, count) VALUES (%s, %s) "

@@ -37,6 +37,8 @@ class Envelope:
     unit: str | None
     confirm: bool = False  # the gateway waits for the consumer's end-to-end confirmation
     ts_quality: str | None = None  # "unsynced": `ts` is from a clock not yet synchronised
+    # Seqs (first, last) below `seq` of this stream that the gateway dropped on purpose.
+    dropped: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ def encode(envelope: Envelope) -> bytes:
         body["confirm"] = True
     if envelope.ts_quality is not None:
         body["ts_quality"] = envelope.ts_quality
+    if envelope.dropped is not None:
+        body["dropped"] = list(envelope.dropped)
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -175,5 +179,18 @@ def decode(payload: bytes) -> Envelope | Undecodable:
     if quality is not None and (not isinstance(quality, str) or not 0 < len(quality) <= MAX_TS_QUALITY):
         return Undecodable("bad_field", f"'ts_quality' must be a string of 1 to {MAX_TS_QUALITY} "
                                         "characters")
+    dropped = _dropped(body.get("dropped"), seq)
+    if isinstance(dropped, Undecodable):
+        return dropped
     return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
-                    body["value"], unit, confirm, quality)
+                    body["value"], unit, confirm, quality, dropped)
+
+
+def _dropped(field: Any, seq: int) -> tuple[int, int] | Undecodable | None:
+    """The optional `dropped` range: `[first, last]` with 1 <= first <= last < seq."""
+    if field is None:
+        return None
+    if (isinstance(field, list) and len(field) == 2
+            and all(type(n) is int for n in field) and 1 <= field[0] <= field[1] < seq):
+        return field[0], field[1]
+    return Undecodable("bad_field", "'dropped' must be [first, last] with 1 <= first <= last < seq")

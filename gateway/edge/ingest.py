@@ -58,6 +58,7 @@ class Intake:
         self.drops: Counter[DropKey] = Counter()
         self.read = 0
         self.dropped_total = 0
+        self.dropped_by: Counter[str] = Counter()  # since start, by reason (the summary line)
         self.suppressed_total = 0
         self.on_batch_full: Callable[[], None] = lambda: None
         self.on_volatile: Callable[[], None] = lambda: None
@@ -83,7 +84,12 @@ class Intake:
     def drop(self, reason: str, device: str, stream: str, count: int = 1) -> None:
         """Count readings dropped for `reason`."""
         self.drops[(reason, device, stream)] += count
+        self.count_dropped(reason, count)
+
+    def count_dropped(self, reason: str, count: int) -> None:
+        """Add to the totals of the summary line (the store counts them per stream)."""
         self.dropped_total += count
+        self.dropped_by[reason] += count
 
     def suppress(self, device: str, stream: str) -> None:
         """Count one reading held back by report by exception (not a drop)."""

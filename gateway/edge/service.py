@@ -3,9 +3,8 @@
 Everything runs on one asyncio event loop. SIGTERM/SIGINT stop the devices,
 commit what was read, wait a bounded time for in-flight acknowledgements,
 mark the store's stop as clean (so the epoch continues) and return 0.
-SIGHUP reloads the device map (gateway/reload.py). Under systemd the
-gateway sends READY=1, STATUS=, STOPPING=1 and watchdog pings
-(gateway/supervision.py).
+SIGHUP reloads the device map (gateway/edge/reload.py). Under systemd it sends
+READY=1, STATUS=, STOPPING=1 and watchdog pings (gateway/ops/supervision.py).
 """
 
 from __future__ import annotations
@@ -30,9 +29,10 @@ from gateway.core.delivery import DeliveryClass
 from gateway.core.extras import MissingExtras
 from gateway.edge.confirm_tracker import ConfirmationTracker
 from gateway.edge.ingest import DeviceSink, Intake
-from gateway.edge.publisher import Publisher
+from gateway.edge.publisher import Publisher, max_ages
 from gateway.edge.reload import plan_reload
 from gateway.edge.snapshot import GatewaySnapshot
+from gateway.edge.status import summary_figures
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.clock import SystemClock
 from gateway.ops.supervision import Supervision
@@ -67,6 +67,8 @@ class Gateway:
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
                                    hold_for_confirmation=end_to_end, clock=self.intake.clock)
+        self.publisher.max_ages = max_ages(config)
+        outbox.on_full = config.store.on_full
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.intake.on_volatile = self.publisher.wake
@@ -134,14 +136,14 @@ class Gateway:
         resend: list[int] = []
         if self.tracker is not None:
             confirmations, resend = self.tracker.take(held)
-        if not (pending or drops or acked or quarantined or confirmations):
+        dropping = self.publisher.take_dropping()
+        if not (pending or drops or acked or quarantined or confirmations or dropping):
             return
         try:
-            result = self.outbox.commit(pending, acked, quarantined, drops, confirmations)
+            result = self.outbox.commit(pending, acked, quarantined, drops, confirmations, dropping)
         except (sqlite3.Error, ValueError) as exc:
-            # Nothing was written: the readings are counted, everything else waits for the
-            # next commit (an ack kept is at worst a row sent again, never a row lost). The
-            # publisher's settled rows stay settled until a commit writes them.
+            # Nothing was written: the readings are counted, everything else waits for the next
+            # commit (an ack kept is at worst a row sent again); settled rows stay settled.
             disk_full = isinstance(exc, DiskFullError)
             reason = "disk_full" if disk_full else "store_error"
             self.commit_failures += 1
@@ -149,14 +151,13 @@ class Gateway:
                 self.intake.drop(reason, r.device, r.stream)
             if confirmations is not None and self.tracker is not None:
                 self.tracker.restore(confirmations.marks)
+            self.publisher.give_back(dropping)
             for key, n in drops.items():
                 self.intake.drops[key] += n
-            if disk_full:  # the store logs when the disk fills and when it has room again
-                log.debug("store %s: commit failed on a full disk (%s); %d readings dropped "
-                          "and counted as disk_full", self.outbox.path, exc, len(pending))
-            else:
-                log.error("store %s: commit failed (%s); %d readings dropped and counted",
-                          self.outbox.path, exc, len(pending))
+            # On a full disk the store logs when it fills and when it has room again.
+            log.log(logging.DEBUG if disk_full else logging.ERROR, "store %s: commit failed "
+                    "(%s); %d readings dropped and counted as %s", self.outbox.path, exc,
+                    len(pending), reason)
             return
         # The overdue rows first: one this commit both held and found overdue is sent
         # again rather than let go as held (gateway/core/outbox_states.py).
@@ -164,7 +165,9 @@ class Gateway:
             self.publisher.resend(resend)
         self.publisher.committed(acked, quarantined, held)
         self.stored += result.stored
-        self.intake.dropped_total += result.refused + result.disk_full
+        for reason, n in (("store_full", result.refused), ("disk_full", result.disk_full),
+                          ("evicted", result.evicted), ("expired", result.expired)):
+            self.intake.count_dropped(reason, n)
         if result.refused and not self._store_full:
             self._store_full = True
             log.warning("store %s is full (%d bytes, max %d): new durable readings are refused "
@@ -238,11 +241,8 @@ class Gateway:
             backlog = self.outbox.pending_count()
             state = "connected" if self.broker_up else (
                 f"unreachable for {time.monotonic() - (self._down_since or time.monotonic()):.0f}s")
-            # Suppressed by report by exception: not a loss, shown apart from the drops.
-            suppressed = f", suppressed {figures[5]}" if figures[5] else ""
-            log.info("summary: read %d, stored %d, acknowledged %d, at-most-once sent %d, "
-                     "dropped %d%s; backlog %d; broker %s", *figures[:5], suppressed, backlog,
-                     state)
+            log.info("summary: %s; backlog %d; broker %s",
+                     summary_figures(figures, self.intake.dropped_by), backlog, state)
 
     # -- life cycle --------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:
@@ -292,8 +292,8 @@ class Gateway:
         return not failed
 
     def _describe(self) -> str:
-        state = "connected" if self.broker_up else "broker unreachable"
-        return (f"{state}; read {self.intake.read}, stored {self.stored}, acknowledged "
+        return (f"{'connected' if self.broker_up else 'broker unreachable'}; read "
+                f"{self.intake.read}, stored {self.stored}, acknowledged "
                 f"{self.publisher.acknowledged}, in flight {self.publisher.in_flight}")
 
     # -- SIGHUP --------------------------------------------------------------
@@ -326,6 +326,7 @@ class Gateway:
         for d in stopping:
             self.sinks.pop(d, None)
         self.config = plan.config
+        self.publisher.max_ages = max_ages(self.config)
         for device in self.config.devices:
             if device.id in plan.added or device.id in plan.changed:
                 self.sinks[device.id] = self._sink(device)

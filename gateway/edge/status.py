@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,13 @@ def render_status(report: dict[str, Any]) -> str:
     lines.append(f"store size: {format_bytes(size['live'])} live of {format_bytes(size['max'])} "
                  f"max (file {format_bytes(size['file'])}, wal {format_bytes(size['wal'])})")
     return "\n".join(lines)
+
+
+def summary_figures(figures: tuple[int, ...], dropped_by: Counter[str]) -> str:
+    """The counts of the summary line: (read, stored, acknowledged, at-most-once sent,
+    dropped, suppressed), the drops by reason; suppressed apart (not a loss)."""
+    read, stored, acknowledged, sent, dropped, suppressed = figures
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped_by.items()) if n)
+    return (f"read {read}, stored {stored}, acknowledged {acknowledged}, at-most-once sent "
+            f"{sent}, dropped {dropped}{f', suppressed {suppressed}' if suppressed else ''}"
+            f"{f'; drops by reason: {reasons}' if reasons else ''}")

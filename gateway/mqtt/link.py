@@ -216,11 +216,14 @@ class MqttLink:
             sock.close()
 
     # -- publishing --------------------------------------------------------
-    def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
-        """Hand one message to paho; its mid, or None when not connected."""
+    def publish(self, topic: str, payload: bytes, qos: int, *,
+                expiry: int | None = None) -> int | None:
+        """Hand one message to paho; its mid, or None when not connected. `expiry`: the
+        MQTT 5 Message Expiry Interval in seconds (the broker drops it when it runs out)."""
         if not self.connected:
             return None
-        info = self.client.publish(topic, payload, qos)
+        properties = None if expiry is None else _paho.expiry_properties(expiry)
+        info = self.client.publish(topic, payload, qos, properties=properties)
         self.published += 1
         if qos and self.on_latency is not None:
             # One QoS 1/2 publish in LATENCY_SAMPLE, counted apart from QoS 0 (paho's

@@ -9,6 +9,8 @@ Tables:
   only for readings taken before the system clock was synchronised
   (`gateway.core.clock`): their monotonic time and the boot it counts in.
 - `quarantine`: readings the broker rejected, kept for the operator.
+- `drop_notices`: per stream, the seqs dropped on purpose (expired, evicted)
+  that no acknowledged envelope has told the consumer of yet (`dropping.py`).
 - `drops`: readings dropped anywhere, counted by reason, device and stream
   (`DropKey`).
 
@@ -54,6 +56,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, epoch TEXT, device TEXT, stream TEXT, seq INTEGER, qos INTEGER,
     topic TEXT, payload BLOB, reason TEXT, quarantined_at REAL);
+CREATE TABLE IF NOT EXISTS drop_notices (
+    epoch TEXT, device TEXT, stream TEXT, first INTEGER NOT NULL, last INTEGER NOT NULL,
+    PRIMARY KEY (epoch, device, stream));
 CREATE TABLE IF NOT EXISTS drops (
     reason TEXT, device TEXT, stream TEXT, count INTEGER NOT NULL,
     PRIMARY KEY (reason, device, stream));
