@@ -21,6 +21,14 @@ from typing import Protocol
 from gateway.core.envelope import Undecodable, decode, encode
 
 UNSYNCED = "unsynced"  # the envelope's `ts_quality` for a time that could not be re-based
+_WALL0, _MONO0 = time.time(), time.monotonic()
+
+
+def steady_time() -> float:
+    """Unix seconds that move with the monotonic clock: the timers of a run (a held row's
+    confirmation timeout) are not moved when the system clock steps (NTP's first sync on a
+    board without an RTC moves it by years) or is set back."""
+    return _WALL0 + (time.monotonic() - _MONO0)
 
 
 class ClockSource(Protocol):

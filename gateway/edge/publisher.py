@@ -150,7 +150,7 @@ class Publisher:
                 for row_id in batch:
                     if row_id not in found:
                         self.rows.move(row_id, RowEvent.CONFIRMED)
-            self._send_rows(rows)
+            self._send_rows(rows, lane=False)
             room = self.window.room
         if room < max(1, self.window.capacity // 4) and len(self.window):
             return  # wait for more acknowledgements: refill in batches
@@ -165,12 +165,15 @@ class Publisher:
             self._backlog = (rows[-1].id, last) if rows else None  # None: the backlog is sent
             self._send_rows(rows)
 
-    def _send_rows(self, rows: list[OutboxRow]) -> None:
+    def _send_rows(self, rows: list[OutboxRow], *, lane: bool = True) -> None:
         ledger = self.rows
         for row in rows:
             state = ledger.state(row.id, state_in_store(row.held))
-            if RowEvent.SEND not in TRANSITIONS[state]:
-                continue  # already on its way or settled (a resend and a lane can meet after a restart)
+            if RowEvent.SEND not in TRANSITIONS[state] or (lane and state is RowState.HELD):
+                # On its way or settled (a resend and a lane can meet after a restart), or
+                # delivered and waiting for its confirmation: a lane never sends it twice,
+                # its resend comes when the confirmation is overdue.
+                continue
             expiry = self._expiry(row)
             if expiry is not None and expiry <= 0 and state in (RowState.STORED, RowState.HELD):
                 self.dropping.expired.append(row.id)  # too old to send: the next commit drops it

@@ -238,10 +238,10 @@ class Gateway:
             if figures == last and self.broker_up:
                 continue
             last = figures
-            backlog = self.outbox.pending_count()
+            backlog = self.outbox.pending_bound()
             state = "connected" if self.broker_up else (
                 f"unreachable for {time.monotonic() - (self._down_since or time.monotonic()):.0f}s")
-            log.info("summary: %s; backlog %d; broker %s",
+            log.info("summary: %s; backlog up to %d; broker %s",
                      summary_figures(figures, self.intake.dropped_by), backlog, state)
 
     # -- life cycle --------------------------------------------------------
@@ -251,9 +251,9 @@ class Gateway:
                  self.config.gateway_id, self.outbox.path, self.outbox.epoch,
                  "continued after a clean stop" if self.outbox.continued else "new",
                  len(self.config.devices), self.link.address)
-        pending = self.outbox.pending_count()
+        pending = self.outbox.pending_bound()
         if pending:
-            log.info("store %s holds %d unacknowledged readings; sending them again",
+            log.info("store %s holds up to %d unacknowledged readings; sending them again",
                      self.outbox.path, pending)
         core = [  # the pipeline: the watchdog's pings stop when one of them dies
             asyncio.create_task(self.link.run(), name="mqtt"),
@@ -355,8 +355,8 @@ class Gateway:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        log.info("stopped: %d readings still stored for the next start, %d in flight were "
-                 "unacknowledged", self.outbox.pending_count(), self.publisher.in_flight)
+        log.info("stopped: up to %d readings still stored for the next start, %d in flight were "
+                 "unacknowledged", self.outbox.pending_bound(), self.publisher.in_flight)
 
 
 async def serve(config: GatewayConfig, outbox: Outbox, secrets: BrokerSecrets | None = None) -> bool:

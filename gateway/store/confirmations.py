@@ -14,8 +14,9 @@ the held rows whose confirmation is overdue.
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass, field
+
+from gateway.core.clock import steady_time
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Confirmations:
 def settle(conn: sqlite3.Connection, c: Confirmations) -> None:
     """Apply confirmations, inside the caller's transaction."""
     if c.held:
-        now = time.time()
+        now = steady_time()  # the clock of the resend timers (gateway.core.clock)
         conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?", [(now, i) for i in c.held])
     if c.resend:
         conn.executemany("UPDATE outbox SET acked_at = NULL, resends = resends + 1 WHERE id = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from devices.base import Record
 from devices.registry import DRIVERS
 from gateway.config.common import ConfigError
 from gateway.config.gateway_config import load_gateway_config
+from gateway.core.clock import MemoryClock, Unsynced
 from gateway.core.identity import SequenceCounters
 from gateway.core.report_by_exception import Deadband, ExceptionFilter, ReportPolicy, parse_deadband
 from gateway.edge.ingest import SUPPRESSED, DeviceSink, Intake
@@ -146,3 +148,23 @@ def test_a_partial_record_without_the_field_is_not_a_missing_field(tmp_path: Pat
     sink.record(Record(ts=1.0, fields={"other": 1}, partial=True))
     sink.record(Record(ts=2.0, fields={"other": 1}))
     assert intake.drops == {("missing_field", "climate", "temperature"): 1}
+
+
+def test_readings_before_the_clock_sync_carry_their_monotonic_time_and_boot(tmp_path: Path
+                                                                             ) -> None:
+    sink, intake = make_sink(tmp_path, "")
+    clock = MemoryClock(1_600_000_000.0)
+    intake.clock = clock
+    sink.record(Record(ts=clock.wall() - 0.5, fields={"temp_c": 20.0}))
+    clock.advance(3)
+    clock.sync(1e8)
+    sink.record(Record(ts=clock.wall(), fields={"temp_c": 21.0}))
+    assert [r.taken for r in intake.pending] == [Unsynced(99.5, "boot-1"), None]
+
+
+def test_an_at_most_once_reading_before_the_sync_is_marked_unsynced(tmp_path: Path) -> None:
+    sink, intake = make_sink(tmp_path, "", delivery="at-most-once")
+    intake.clock = MemoryClock(1_600_000_000.0)
+    sink.record(Record(ts=1_600_000_000.0, fields={"temp_c": 20.0}))
+    [item] = intake.volatile
+    assert json.loads(item.payload)["ts_quality"] == "unsynced"
