@@ -1,8 +1,7 @@
 """`mqtt-gateway run`: devices -> intake -> group commit -> publisher -> broker.
 
-Everything runs on one asyncio event loop. SIGTERM/SIGINT stop the devices,
-commit what was read, wait a bounded time for in-flight acknowledgements,
-mark the store's stop as clean (so the epoch continues) and return 0.
+One asyncio event loop. SIGTERM/SIGINT stop the devices, commit what was read, wait a
+bounded time for in-flight acks, mark the stop clean (the epoch continues) and return 0.
 SIGHUP reloads the device map (gateway/edge/reload.py). Under systemd it sends
 READY=1, STATUS=, STOPPING=1 and watchdog pings (gateway/ops/supervision.py).
 """
@@ -185,10 +184,11 @@ class Gateway:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._commit_now.wait(), interval)
+            full, now = self._commit_now.is_set(), time.monotonic()
             self._commit_now.clear()
-            self.committer_at = time.monotonic()
-            self.commit()
-            now = time.monotonic()
+            self.committer_at = now
+            if full or self.intake.commit_due(now, interval):
+                self.commit()
             if now - self._runtime_at >= RUNTIME_EVERY:
                 self._runtime_at = now
                 self._write_runtime()

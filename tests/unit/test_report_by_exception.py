@@ -14,7 +14,7 @@ from gateway.config.gateway_config import load_gateway_config
 from gateway.core.clock import MemoryClock, Unsynced
 from gateway.core.identity import SequenceCounters
 from gateway.core.report_by_exception import Deadband, ExceptionFilter, ReportPolicy, parse_deadband
-from gateway.edge.ingest import SUPPRESSED, DeviceSink, Intake
+from gateway.edge.ingest import COMMIT_BOUND, PACE_READINGS, SUPPRESSED, DeviceSink, Intake
 
 
 def sent(policy: ReportPolicy, readings: list[tuple[float, object]]) -> list[tuple[float, object]]:
@@ -168,3 +168,20 @@ def test_an_at_most_once_reading_before_the_sync_is_marked_unsynced(tmp_path: Pa
     sink.record(Record(ts=1_600_000_000.0, fields={"temp_c": 20.0}))
     [item] = intake.volatile
     assert json.loads(item.payload)["ts_quality"] == "unsynced"
+
+
+def test_commit_pacing_waits_for_readings_at_low_rates_but_never_past_the_bound(
+        tmp_path: Path) -> None:
+    sink, intake = make_sink(tmp_path, "")
+    assert intake.commit_due(0.0, 0.2)  # nothing waits: acknowledgements alone go at once
+    for value in (20.0, 21.0):
+        sink.record(Record(ts=1000.0, fields={"temp_c": value}))
+    committed = [t / 10 for t in range(0, 20, 2) if intake.commit_due(t / 10, 0.2)]
+    # First seen at 0.0; a reading may have come a tick before and is written a tick after
+    # the commit's tick: the commit is the latest tick that keeps it within the bound.
+    assert committed[0] == pytest.approx(COMMIT_BOUND - 0.4)
+    for value in range(PACE_READINGS):
+        sink.record(Record(ts=1000.0, fields={"temp_c": float(value)}))
+    assert intake.commit_due(5.0, 0.2)  # enough readings: no wait
+    intake.pending = intake.pending[:2]
+    assert intake.commit_due(9.0, 0.5)  # a commit_interval of half the bound or more: no pacing
