@@ -310,7 +310,9 @@ def _run(path: Path, level: str) -> int:
     clean = ok = marked = False
     try:
         ok = asyncio.run(serve(config, outbox, secrets, __version__))
-        clean = True
+        # A task that died (a damaged page of the store, say) is no clean stop: the next
+        # start begins a new epoch and checks the whole store (gateway/store/opening.py).
+        clean = ok
     finally:
         marked = outbox.close(clean=clean)
     if marked:  # when not, the store said why

@@ -1,5 +1,6 @@
 """One batch's transaction, the same on both backends: bound the seqs, insert the readings,
-add the per-stream counters, the reject counts and the refused payloads.
+add the per-stream counters (with the seqs the gateway says it dropped on purpose), the
+reject counts and the refused payloads.
 
 Each backend passes its `execute` (runs one statement, returns a cursor), its
 parameter mark, its row lock and its insert-or-ignore statement.
@@ -47,8 +48,9 @@ def _select_counters(d: Dialect, keys: list[StreamId], lock: str
     for start in range(0, len(keys), _KEYS_PER_SELECT):
         chunk = keys[start:start + _KEYS_PER_SELECT]
         values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-        cursor = d.run(f"SELECT {KEY}, first_seq, max_seq, received, duplicates, before_first "
-                       f"FROM stream_counters WHERE ({KEY}) IN (VALUES {values}) "
+        cursor = d.run(f"SELECT {KEY}, first_seq, max_seq, received, duplicates, before_first, "
+                       "dropped_by_gateway, dropped_upto FROM stream_counters "
+                       f"WHERE ({KEY}) IN (VALUES {values}) "
                        f"ORDER BY {KEY}{lock}", [part for key in chunk for part in key])
         for row in cursor.fetchall():
             stored[tuple(row[:4])] = StreamCounters(*(int(n) for n in row[4:]))
@@ -84,13 +86,15 @@ def drop_seq_jumps(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]], bou
 
 
 def update_counters(d: Dialect, outcomes: list[tuple[StreamId, int, bool]],
-                    newest: dict[StreamId, float], received_at: float) -> None:
+                    newest: dict[StreamId, float], received_at: float,
+                    dropped: dict[StreamId, tuple[int, int]] | None = None) -> None:
     """Add a batch's outcomes to `stream_counters`, inside the caller's transaction.
 
     One rule for both backends and for concurrent consumers in a shared group:
     each stream's row is created if missing, then read (locked with the dialect's
     lock, in key order, so two members never wait on each other in opposite
     orders), added to in Python (`StreamCounters.plus`) and written back whole.
+    `dropped`: the batch's notices of seqs the gateway dropped on purpose (`notices`).
     """
     deltas = fold(outcomes)
     if not deltas:
@@ -104,12 +108,37 @@ def update_counters(d: Dialect, outcomes: list[tuple[StreamId, int, bool]],
     seen = format_ts(received_at)
     for key in keys:
         after = stored.get(key, StreamCounters()).plus(deltas[key])
+        if dropped and key in dropped:
+            after = _count_dropped(d, key, after, dropped[key])
         lag = received_at - newest[key] if key in newest else None
         d.run("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
               "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
-              f"lag_s = coalesce(?, lag_s) WHERE ({KEY}) = (?, ?, ?, ?)",
+              "lag_s = coalesce(?, lag_s), dropped_by_gateway = ?, dropped_upto = ? "
+              f"WHERE ({KEY}) = (?, ?, ?, ?)",
               (after.first_seq, after.max_seq, after.received, after.duplicates, after.gaps,
-               after.before_first, seen, lag, *key))
+               after.before_first, seen, lag, after.dropped_by_gateway, after.dropped_upto, *key))
+
+
+def _count_dropped(d: Dialect, key: StreamId, counters: StreamCounters,
+                   notice: tuple[int, int]) -> StreamCounters:
+    """Count the seqs of a notice's new part that have not arrived (in this transaction)."""
+    part = counters.dropped_range(*notice)
+    if part is None:
+        return counters
+    arrived = d.run(f"SELECT count(*) FROM readings WHERE ({KEY}) = (?, ?, ?, ?) "
+                    "AND seq BETWEEN ? AND ?", (*key, *part)).fetchone()[0]
+    return counters.with_dropped(part[1], part[1] - part[0] + 1 - int(arrived))
+
+
+def notices(readings: Sequence[Envelope]) -> dict[StreamId, tuple[int, int]]:
+    """The `dropped` ranges of a batch, merged per stream."""
+    merged: dict[StreamId, tuple[int, int]] = {}
+    for env in readings:
+        if env.dropped is not None:
+            key = _identity(env)
+            old = merged.get(key, env.dropped)
+            merged[key] = (min(old[0], env.dropped[0]), max(old[1], env.dropped[1]))
+    return merged
 
 
 def newest(readings: Sequence[Envelope]) -> dict[StreamId, float]:
@@ -134,7 +163,8 @@ def write_batch(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]],
     for env, row in rows:
         cursor = d.run(d.insert_reading, row)
         outcomes.append((_identity(env), env.seq, cursor.rowcount == 1))
-    update_counters(d, outcomes, newest([env for env, _ in rows]), received_at)
+    kept = [env for env, _ in rows]
+    update_counters(d, outcomes, newest(kept), received_at, notices(kept))
     for key, jump in sorted(remember.items()):
         d.run(f"UPDATE stream_counters SET jump_seq = ? WHERE ({KEY}) = (?, ?, ?, ?)",
               (jump, *key))

@@ -28,7 +28,7 @@ from gateway.core.envelope import Envelope, format_ts
 from gateway.core.extras import POSTGRES
 from gateway.core.presence import GatewayStatus
 
-_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at"
+_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at, ts_quality"
 DEFAULT_MAX_SEQ_JUMP = 1_000_000
 # Columns of stream_counters added after the first schema: (name, SQLite type, PostgreSQL type,
 # default for rows written before). Rows of old databases counted gaps from seq 1.
@@ -38,6 +38,8 @@ _ADDED_COUNTER_COLUMNS = (
     ("last_seen", "TEXT", "TIMESTAMPTZ"),
     ("lag_s", "REAL", "DOUBLE PRECISION"),
     ("jump_seq", "INTEGER", "BIGINT"),  # the last seq refused as a jump, until the stream goes on
+    ("dropped_by_gateway", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
+    ("dropped_upto", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"),
 )
 _REJECTED_TABLE = ("CREATE TABLE IF NOT EXISTS rejected_payloads (topic TEXT NOT NULL, "
                    "payload TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, "
@@ -73,10 +75,10 @@ def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
     """The `readings` row of a reading, or None when a backend cannot store its text."""
     value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
     if not all(_storable(text) for text in (env.gateway, env.epoch, env.device, env.stream, value,
-                                            env.unit or "")):
+                                            env.unit or "", env.ts_quality or "")):
         return None
     return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
-            env.unit, received_at)
+            env.unit, received_at, env.ts_quality)
 
 
 def _storable(text: str) -> bool:
@@ -129,8 +131,10 @@ class SqliteReadings:
             """CREATE TABLE IF NOT EXISTS readings (
                 gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                 stream TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL,
-                value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL,
+                value TEXT NOT NULL, unit TEXT, received_at TEXT NOT NULL, ts_quality TEXT,
                 PRIMARY KEY (gateway, epoch, device, stream, seq)) WITHOUT ROWID""")
+        if "ts_quality" not in {row[1] for row in self._conn.execute("PRAGMA table_info(readings)")}:
+            self._conn.execute("ALTER TABLE readings ADD COLUMN ts_quality TEXT")
         import sqlite_utils  # noqa: PLC0415 - not for the gateway's metrics, which read gaps here
 
         db = sqlite_utils.Database(self._conn)
@@ -151,7 +155,7 @@ class SqliteReadings:
                         not_null=("count",), if_not_exists=True)
         self._conn.execute(_REJECTED_TABLE.format("TEXT"))
         self._dialect = Dialect(self._conn.execute, "?", "", "INSERT OR IGNORE INTO readings("
-                                f"{_READINGS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                                f"{_READINGS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._conn.execute(gateways.SQLITE_TABLE)
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str],
@@ -216,7 +220,9 @@ class PostgresReadings:
                     gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                     stream TEXT NOT NULL, seq BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
                     value TEXT NOT NULL, unit TEXT, received_at TIMESTAMPTZ NOT NULL,
+                    ts_quality TEXT,
                     PRIMARY KEY (gateway, epoch, device, stream, seq));
+                ALTER TABLE readings ADD COLUMN IF NOT EXISTS ts_quality TEXT;
                 CREATE TABLE IF NOT EXISTS stream_counters (
                     gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
                     stream TEXT NOT NULL, max_seq BIGINT NOT NULL, received BIGINT NOT NULL,
@@ -261,7 +267,7 @@ class PostgresReadings:
             with self._conn.cursor() as cur:
                 yield Dialect(cur.execute, "%s", " FOR UPDATE",
                               f"INSERT INTO readings({_READINGS_COLUMNS}) VALUES "
-                              "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
             self._conn.commit()
         except BaseException:
             self._conn.rollback()

@@ -23,8 +23,8 @@ from gateway.config.consumer_config import ConsumerConfig, is_postgres_url
 from gateway.core.errors import MqttGatewayError
 
 _COUNTERS = ("SELECT gateway, epoch, device, stream, first_seq, max_seq, received, duplicates, "
-             "gaps, last_seen, lag_s FROM stream_counters ORDER BY gateway, device, stream, "
-             "last_seen")
+             "gaps, last_seen, lag_s, dropped_by_gateway FROM stream_counters "
+             "ORDER BY gateway, device, stream, last_seen")
 
 
 class ConsumerStatusError(MqttGatewayError):
@@ -45,10 +45,12 @@ def read_consumer_status(config: ConsumerConfig, password: str | None = None) ->
         raise ConsumerStatusError(f"cannot read the consumer database {config.database_label}: "
                                   f"{type(exc).__name__}: {exc}") from exc
     streams: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for gateway, epoch, device, stream, first, high, received, dups, gaps, seen, lag in counters:
+    for (gateway, epoch, device, stream, first, high, received, dups, gaps, seen, lag,
+         on_purpose) in counters:
         entry = streams.setdefault((gateway, device, stream), {
             "gateway": gateway, "device": device, "stream": stream, "epochs": 0,
-            "received": 0, "duplicates": 0, "gaps": 0})
+            "received": 0, "duplicates": 0, "gaps": 0, "dropped_by_gateway": 0})
+        entry["dropped_by_gateway"] += int(on_purpose)
         entry["epochs"] += 1
         entry["received"] += int(received)
         entry["duplicates"] += int(dups)
@@ -62,7 +64,8 @@ def read_consumer_status(config: ConsumerConfig, password: str | None = None) ->
         "subscribe": config.subscribe,
         "gateways": sorted({s["gateway"] for s in items}),
         "streams": items,
-        "totals": {key: sum(s[key] for s in items) for key in ("received", "duplicates", "gaps")},
+        "totals": {key: sum(s[key] for s in items)
+                   for key in ("received", "duplicates", "gaps", "dropped_by_gateway")},
         "rejects": dict(sorted(rejects)),
         "presence": [
             {"gateway": g, "state": state, "epoch": epoch, "since": _text(since),
@@ -110,7 +113,7 @@ def render_consumer_status(report: dict[str, Any]) -> str:
     lines = [f"consumer database {report['database']}   subscribe {report['subscribe']}",
              f"gateways {len(report['gateways'])}, streams {len(report['streams'])}: received "
              f"{totals['received']}, duplicates dropped {totals['duplicates']}, gaps since first "
-             f"contact {totals['gaps']}"]
+             f"contact {totals['gaps']}, dropped by the gateway {totals['dropped_by_gateway']}"]
     if report["streams"]:
         lines.append(f"  {'gateway/device/stream':<40} {'first':>8} {'max':>8} {'received':>9} "
                      f"{'dups':>6} {'gaps':>6}  last seen (lag)")

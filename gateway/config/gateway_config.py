@@ -37,6 +37,8 @@ from gateway.core.report_by_exception import ReportPolicy, parse_deadband
 from gateway.core.topics import GATEWAY_ID, SEGMENT_EXPECTED, TopicTemplate, segment_problem
 
 Durability = Literal["normal", "full"]
+ON_FULL = ("refuse-new", "drop-oldest")
+MAX_AGE_LIMIT = 365 * 86400.0  # a stream's max_age: at most a year (MQTT's expiry is 32-bit)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class StreamConfig:
     delivery: DeliveryClass
     unit: str | None
     report: ReportPolicy = dataclass_field(default_factory=ReportPolicy)
+    max_age: float | None = None  # seconds; older readings are dropped (`expired`), not sent
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class StoreConfig:
     commit_interval: float
     commit_batch: int
     at_most_once_buffer: int
+    on_full: str = "refuse-new"  # or "drop-oldest": stored readings make room (`evicted`)
 
 
 @dataclass(frozen=True)
@@ -216,11 +220,12 @@ def _read_store(section: MapReader | None) -> StoreConfig | None:
     interval = section.duration("commit_interval", default=0.2, minimum=0.001, maximum=60.0)
     batch = section.integer("commit_batch", default=500, minimum=1, maximum=100_000)
     buffer = section.integer("at_most_once_buffer", default=1000, minimum=1, maximum=1_000_000)
+    on_full = section.choice("on_full", ON_FULL, default="refuse-new")
     section.finish()
-    if durability not in ("normal", "full") or batch is None or buffer is None:
+    if durability not in ("normal", "full") or batch is None or buffer is None or on_full is None:
         return None
     return StoreConfig("full" if durability == "full" else "normal", max_bytes, interval, batch,
-                       buffer)
+                       buffer, on_full)
 
 
 def _read_devices(root: MapReader, drivers: DriverTable) -> tuple[DeviceConfig, ...]:
@@ -321,9 +326,15 @@ def _read_stream(
     unit = reader.string("unit", expected="a unit such as °C")
     delivery = reader.choice("delivery", DELIVERY_NAMES, required=True)
     report = _read_report_policy(reader)
+    max_age = (reader.duration("max_age", default=0.0, minimum=1.0, maximum=MAX_AGE_LIMIT)
+               if reader.has("max_age") else 0.0)
+    if max_age and delivery == DeliveryClass.AT_MOST_ONCE.value:
+        reader.problem("max_age", "max_age only on a durable stream (at-least-once, exactly-once)",
+                       "an at-most-once stream, whose readings are never stored")
+        return None
     if name is None or field is None or delivery is None or report is None:
         return None
-    return StreamConfig(name, field, DeliveryClass(delivery), unit, report)
+    return StreamConfig(name, field, DeliveryClass(delivery), unit, report, max_age or None)
 
 
 def _read_report_policy(reader: MapReader) -> ReportPolicy | None:

@@ -10,14 +10,16 @@ which the consumer stored anything of that stream, and stays put. The gaps are
 the seqs from `first_seq` to the highest seen that have not arrived
 (at-most-once losses, or readings still on their way). A reading below
 `first_seq` that arrives later is history filling in: stored, counted in
-`before_first`, neither a duplicate nor a gap. Nothing here depends on the
-order in which readings arrive.
+`before_first`, neither a duplicate nor a gap. Seqs the gateway says it
+dropped on purpose (an envelope's `dropped` range) and that have not arrived
+are `dropped_by_gateway`, not gaps. Nothing here depends on the order in
+which readings arrive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 StreamId = tuple[str, str, str, str]  # (gateway, epoch, device, stream)
 
@@ -53,13 +55,30 @@ class StreamCounters:
     received: int = 0
     duplicates: int = 0
     before_first: int = 0
+    # Seqs the gateway said it dropped on purpose (an envelope's `dropped`) that had not
+    # arrived, and the highest seq such a notice covered so far.
+    dropped_by_gateway: int = 0
+    dropped_upto: int = 0
 
     @property
     def gaps(self) -> int:
-        """Seqs from first contact up to the highest received that have not arrived."""
+        """Seqs from first contact up to the highest received that have not arrived and that
+        the gateway did not say it dropped."""
         if not self.first_seq:
             return 0
-        return max(0, self.max_seq - self.first_seq + 1 - (self.received - self.before_first))
+        return max(0, self.max_seq - self.first_seq + 1 - (self.received - self.before_first)
+                   - self.dropped_by_gateway)
+
+    def dropped_range(self, first: int, last: int) -> tuple[int, int] | None:
+        """The part of a notice's range not counted yet (from first contact on), or None."""
+        low = max(first, self.dropped_upto + 1, self.first_seq or first)
+        return (low, last) if low <= last else None
+
+    def with_dropped(self, last: int, not_arrived: int) -> StreamCounters:
+        """The counters after a notice's new part up to `last`, of which `not_arrived` seqs
+        had not arrived."""
+        return replace(self, dropped_by_gateway=self.dropped_by_gateway + not_arrived,
+                       dropped_upto=max(self.dropped_upto, last))
 
     def plus(self, delta: StreamDelta) -> StreamCounters:
         """The counters after adding one batch."""
@@ -72,6 +91,8 @@ class StreamCounters:
             received=self.received + len(fresh),
             duplicates=self.duplicates + delta.duplicates,
             before_first=self.before_first + below,
+            dropped_by_gateway=self.dropped_by_gateway,
+            dropped_upto=self.dropped_upto,
         )
 
 

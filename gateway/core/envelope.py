@@ -20,6 +20,7 @@ JsonValue = Any  # None | bool | int | float | str | list[JsonValue] | dict[str,
 WIRE_VERSION = 1
 MAX_SEQ = 2**63 - 1
 MAX_DEPTH = 32  # nesting of arrays and objects in a payload, the envelope included
+MAX_TS_QUALITY = 32  # characters of the optional `ts_quality`
 _REQUIRED_TEXT = ("gateway", "epoch", "device", "stream")
 
 
@@ -36,6 +37,9 @@ class Envelope:
     value: Any
     unit: str | None
     confirm: bool = False  # the gateway waits for the consumer's end-to-end confirmation
+    ts_quality: str | None = None  # "unsynced": `ts` is from a clock not yet synchronised
+    # Seqs (first, last) below `seq` of this stream that the gateway dropped on purpose.
+    dropped: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,10 @@ def encode(envelope: Envelope) -> bytes:
         body["unit"] = envelope.unit
     if envelope.confirm:
         body["confirm"] = True
+    if envelope.ts_quality is not None:
+        body["ts_quality"] = envelope.ts_quality
+    if envelope.dropped is not None:
+        body["dropped"] = list(envelope.dropped)
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -146,7 +154,6 @@ def _nesting(value: Any) -> int:
     return depth
 
 
-
 def decode(payload: bytes) -> Envelope | Undecodable:
     """Parse and check one payload."""
     try:
@@ -187,5 +194,22 @@ def decode(payload: bytes) -> Envelope | Undecodable:
     confirm = body.get("confirm", False)
     if not isinstance(confirm, bool):
         return Undecodable("bad_field", "'confirm' must be true or false")
+    quality = body.get("ts_quality")
+    if quality is not None and (not isinstance(quality, str) or not 0 < len(quality) <= MAX_TS_QUALITY):
+        return Undecodable("bad_field", f"'ts_quality' must be a string of 1 to {MAX_TS_QUALITY} "
+                                        "characters")
+    dropped = _dropped(body.get("dropped"), seq)
+    if isinstance(dropped, Undecodable):
+        return dropped
     return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
-                    body["value"], unit, confirm)
+                    body["value"], unit, confirm, quality, dropped)
+
+
+def _dropped(field: Any, seq: int) -> tuple[int, int] | Undecodable | None:
+    """The optional `dropped` range: `[first, last]` with 1 <= first <= last < seq."""
+    if field is None:
+        return None
+    if (isinstance(field, list) and len(field) == 2
+            and all(type(n) is int for n in field) and 1 <= field[0] <= field[1] < seq):
+        return field[0], field[1]
+    return Undecodable("bad_field", "'dropped' must be [first, last] with 1 <= first <= last < seq")

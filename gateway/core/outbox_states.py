@@ -22,8 +22,10 @@ Where each state lives: STORED and a written HELD or QUARANTINED are the
 store's (`acked_at` NULL, `acked_at` set, a row of `quarantine`); IN_FLIGHT,
 RESEND, RETRY_WAIT and the settled states not written yet are the
 publisher's, kept in a `RowLedger`. A restart forgets the publisher's: every
-row is then as the store has it (`state_in_store`), STORED or HELD, and the
-backlog sends it again, a HELD one too (hence SEND from HELD). The backlog
+row is then as the store has it (`state_in_store`), STORED or HELD; the
+backlog sends a STORED one again, and a HELD one waits for its confirmation,
+or for CONFIRMATION_OVERDUE to send it again (the publisher's lanes skip
+HELD rows; SEND from HELD is for a caller that sends one on purpose). The backlog
 can also meet a row that a resend already took out of its lane (SEND from
 RESEND and RETRY_WAIT). A confirmation deletes its range of seqs from the
 store whatever the publisher holds: the publisher learns it only for a row

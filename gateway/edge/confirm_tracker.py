@@ -22,6 +22,7 @@ from collections import Counter
 
 import paho.mqtt.client as mqtt
 
+from gateway.core.clock import steady_time
 from gateway.core.confirmation import (
     Mark,
     Undecodable,
@@ -126,7 +127,7 @@ class ConfirmationTracker:
         cutoff = self.watch.take_sweep(now)
         if cutoff is None:
             return None
-        resend = self.outbox.held_before(time.time() - (now - cutoff), RESEND_BATCH)
+        resend = self.outbox.held_before(steady_time() - (now - cutoff), RESEND_BATCH)
         if len(resend) == RESEND_BATCH:
             self.watch.more_to_sweep(cutoff)
         if resend:
@@ -147,7 +148,7 @@ class ConfirmationTracker:
     def _overdue(self, now: float) -> list[int]:
         """Held rows to send again now: all overdue ones, or a probe while none confirms."""
         oldest = self.outbox.oldest_held()
-        age = None if oldest is None else max(0.0, time.time() - oldest)
+        age = None if oldest is None else max(0.0, steady_time() - oldest)
         if self.watch.scan(now, age):
             log.warning(
                 "no consumer has confirmed anything for %.0fs while the broker accepts readings "
@@ -156,7 +157,7 @@ class ConfirmationTracker:
                 "stored and a few are sent again with a capped backoff until one confirms",
                 self.watch.silent_for(now), age or 0.0, self._prefix, self._config_path)
         limit = self.watch.resend_limit(now, RESEND_BATCH)
-        return self.outbox.due_for_resend(time.time(), self.timeout, limit) if limit else []
+        return self.outbox.due_for_resend(steady_time(), self.timeout, limit) if limit else []
 
     def figures(self) -> dict[str, object]:
         """What `status` shows of the confirmations (the runtime snapshot)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from devices.base import Record
 from gateway.config.gateway_config import DeviceConfig, GatewayConfig
+from gateway.core.clock import UNSYNCED, ClockSource, TrustedClock, stamp
 from gateway.core.envelope import Envelope, encode, json_safe
 from gateway.core.identity import SequenceCounters
 from gateway.core.report_by_exception import ExceptionFilter
@@ -29,6 +30,11 @@ log = logging.getLogger("gateway.ingest")
 
 _MISSING = object()
 SUPPRESSED = "suppressed"
+# Commit pacing: at low rates a group commit waits for this many durable readings, so that the
+# pages it writes whole to the WAL hold more of them, but a reading read is committed within
+# COMMIT_BOUND seconds (what a SIGKILL can lose: docs/guarantees.md).
+PACE_READINGS = 8
+COMMIT_BOUND = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +50,9 @@ class Volatile:
 class Intake:
     """Readings on their way into the store or the at-most-once queue."""
 
-    def __init__(self, config: GatewayConfig, epoch: str, counters: SequenceCounters) -> None:
+    def __init__(self, config: GatewayConfig, epoch: str, counters: SequenceCounters, *,
+                 clock: ClockSource | None = None) -> None:
+        self.clock: ClockSource = clock or TrustedClock()
         self.gateway_id = config.gateway_id
         self.epoch = epoch
         self.counters = counters
@@ -58,6 +66,7 @@ class Intake:
         self.rejected_by: Counter[str] = Counter()
         self.dropped_by: Counter[str] = Counter()
         self.suppressed_total = 0
+        self._first_seen: float | None = None  # the committer's tick that first saw `pending`
         self.on_batch_full: Callable[[], None] = lambda: None
         self.on_volatile: Callable[[], None] = lambda: None
 
@@ -71,7 +80,8 @@ class Intake:
             return
         seq = self.counters.next((reading.device, reading.stream))
         payload = encode(Envelope(self.gateway_id, self.epoch, reading.device, reading.stream, seq,
-                                  reading.ts, reading.value, reading.unit))
+                                  reading.ts, reading.value, reading.unit,
+                                  ts_quality=None if reading.taken is None else UNSYNCED))
         if len(self.volatile) >= self.volatile_limit:
             oldest = self.volatile.popleft()
             self.drop("at_most_once_buffer_full", oldest.device, oldest.stream)
@@ -88,9 +98,29 @@ class Intake:
         """Input lines or fields that never became a reading."""
         return sum(self.rejected_by.values())
 
+
+    def commit_due(self, now: float, interval: float) -> bool:
+        """Whether the committer's tick at `now` (one every `interval`) commits: not while
+        fewer than PACE_READINGS readings wait, unless waiting longer would pass COMMIT_BOUND
+        (a reading came up to a tick before the first tick saw it, is written up to a tick
+        after the last). Acknowledgements wait with the readings: one transaction has both."""
+        if not 0 < len(self.pending) < PACE_READINGS:
+            self._first_seen = None
+            return True
+        if self._first_seen is None:
+            self._first_seen = now
+        if now - self._first_seen + 2 * interval >= COMMIT_BOUND:
+            self._first_seen = None
+            return True
+        return False
+
     def drop(self, reason: str, device: str, stream: str, count: int = 1) -> None:
         """Count readings dropped for `reason`."""
         self.drops[(reason, device, stream)] += count
+        self.count_dropped(reason, count)
+
+    def count_dropped(self, reason: str, count: int) -> None:
+        """Add to the totals of the summary line (the store counts them per stream)."""
         self.dropped_by[reason] += count
 
     def reject(self, reason: str, device: str, stream: str) -> None:
@@ -131,6 +161,7 @@ class DeviceSink:
     def record(self, record: Record) -> None:
         """Map one record onto the device's streams."""
         fields = record.fields
+        taken = stamp(self.intake.clock, record.ts)  # None once the clock is synchronised
         for stream, qos, topic, confirm, gate in self._routes:
             value = fields.get(stream.field, _MISSING)
             if value is _MISSING:
@@ -147,7 +178,7 @@ class DeviceSink:
                 self.intake.suppress(self.device.id, stream.name)
                 continue
             self.intake.accept(NewReading(self.device.id, stream.name, qos, record.ts, value,
-                                          stream.unit, topic, confirm))
+                                          stream.unit, topic, confirm, taken))
 
     def rejected(self, reason: str, detail: str) -> None:
         """Count input the driver could not turn into a record."""

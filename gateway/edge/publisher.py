@@ -11,6 +11,11 @@ batch of acknowledgements rather than one per acknowledgement. Each
 PUBACK/PUBCOMP is classified: delivered rows are deleted at the next group
 commit, rejected ones quarantined, transient failures retried.
 
+A row of a stream with `max_age` is sent with an MQTT 5 Message Expiry
+Interval of what remains of it; one already older is not sent but handed to
+the next commit to drop (`expired`). An envelope goes with the range of seqs
+of its stream dropped on purpose before it (`dropped`, gateway.store.dropping).
+
 Each row it has in hand moves through the table of
 `gateway.core.outbox_states` in a `RowLedger` (`rows`): that is where rows
 to resend, rows waiting for a retry and rows the next commit writes are.
@@ -20,27 +25,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from dataclasses import replace
 
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.config.gateway_config import GatewayConfig
 from gateway.core.backoff import Backoff
+from gateway.core.clock import ClockSource, TrustedClock, restamp
+from gateway.core.envelope import Undecodable, decode, encode
 from gateway.core.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
 from gateway.core.outbox_states import TRANSITIONS, RowEvent, RowLedger, RowState, state_in_store
 from gateway.core.packet_size import publish_packet_size
 from gateway.edge.ingest import Intake
 from gateway.mqtt.link import MqttLink, Session
+from gateway.store.dropping import Dropping, NoticeKey
 from gateway.store.outbox import Outbox, OutboxRow
 
 log = logging.getLogger("gateway.publisher")
+
+
+def max_ages(config: GatewayConfig) -> dict[tuple[str, str], float]:
+    """(device, stream) -> `max_age` seconds, for the streams that have one."""
+    return {(d.id, s.name): s.max_age for d in config.devices for s in d.streams
+            if s.max_age is not None}
 
 
 class Publisher:
     """Moves readings from the store and the volatile queue onto the link."""
 
     def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
-                 max_payload_bytes: int, hold_for_confirmation: bool = False) -> None:
+                 max_payload_bytes: int, hold_for_confirmation: bool = False,
+                 clock: ClockSource | None = None) -> None:
         self.link = link
+        # Rows taken before the clock's sync are re-based or marked when sent (gateway.core.clock).
+        self.clock: ClockSource = clock or TrustedClock()
+        self.max_ages: dict[tuple[str, str], float] = {}  # (device, stream) -> seconds
+        self.dropping = Dropping()  # for the next commit: expired rows, notices delivered
+        self._carrying: dict[int, tuple[NoticeKey, int]] = {}  # row id -> the notice it carries
         # Under end-to-end confirmation, flagged rows wait for the consumer; in
         # broker mode (also for rows flagged under an earlier config) a broker
         # acknowledgement is enough.
@@ -87,12 +110,13 @@ class Publisher:
             self._backlog_began, self._backlog_sent = time.monotonic(), 0
         self.wake()
 
-    def _too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
+    def _too_large(self, topic: str, payload: bytes, qos: int, expiry: bool = False) -> str | None:
         """Why a message must not be sent, or None when it fits."""
         if len(payload) > self._max_payload:
             return f"too_large: payload {len(payload)} bytes, max_payload_bytes {self._max_payload}"
         if self._max_packet is not None:
-            size = publish_packet_size(topic, len(payload), qos)
+            # The Message Expiry Interval property: its id and four bytes.
+            size = publish_packet_size(topic, len(payload), qos) + (5 if expiry else 0)
             if size > self._max_packet:
                 return f"too_large: packet {size} bytes, broker maximum {self._max_packet}"
         return None
@@ -130,7 +154,7 @@ class Publisher:
                 for row_id in batch:
                     if row_id not in found:
                         self.rows.move(row_id, RowEvent.CONFIRMED)
-            self._send_rows(rows)
+            self._send_rows(rows, lane=False)
             room = self.window.room
         if room < max(1, self.window.capacity // 4) and len(self.window):
             return  # wait for more acknowledgements: refill in batches
@@ -149,17 +173,27 @@ class Publisher:
                 log.info("backlog of %d readings sent in %.1fs (since the connect that found it)",
                          self._backlog_sent, time.monotonic() - self._backlog_began)
 
-    def _send_rows(self, rows: list[OutboxRow]) -> None:
+    def _send_rows(self, rows: list[OutboxRow], *, lane: bool = True) -> None:
         ledger = self.rows
         for row in rows:
             state = ledger.state(row.id, state_in_store(row.held))
-            if RowEvent.SEND not in TRANSITIONS[state]:
-                continue  # already on its way or settled (a resend and a lane can meet after a restart)
-            too_large = self._too_large(row.topic, row.payload, row.qos)
+            if RowEvent.SEND not in TRANSITIONS[state] or (lane and state is RowState.HELD):
+                # On its way or settled (a resend and a lane can meet after a restart), or
+                # delivered and waiting for its confirmation: a lane never sends it twice,
+                # its resend comes when the confirmation is overdue.
+                continue
+            expiry = self._expiry(row)
+            if expiry is not None and expiry <= 0 and state in (RowState.STORED, RowState.HELD):
+                self.dropping.expired.append(row.id)  # too old to send: the next commit drops it
+                continue
+            payload = self._payload(row)
+            too_large = self._too_large(row.topic, payload, row.qos, expiry is not None)
             if too_large is not None:
+                self._carrying.pop(row.id, None)
                 self._quarantine(row, RowEvent.TOO_LARGE, too_large, state)
                 continue
-            mid = self.link.publish(row.topic, row.payload, row.qos)
+            mid = (self.link.publish(row.topic, payload, row.qos) if expiry is None else
+                   self.link.publish(row.topic, payload, row.qos, expiry=max(1, math.ceil(expiry))))
             if mid is None:
                 # Lost the connection while sending: this row and the rest go again.
                 ledger.move(row.id, RowEvent.CONNECTION_LOST, state)
@@ -167,12 +201,52 @@ class Publisher:
             self.window.add(mid, row)
             ledger.move(row.id, RowEvent.SEND, state)
 
+    def _expiry(self, row: OutboxRow) -> float | None:
+        """Seconds left of the row's stream's `max_age` (None: no max_age, or an age unknown:
+        taken before the clock's sync in an earlier boot)."""
+        max_age = self.max_ages.get((row.device, row.stream))
+        if max_age is None:
+            return None
+        taken = row.taken
+        if taken is None:
+            return max_age - (self.clock.wall() - row.ts)
+        if taken.boot != self.clock.boot_id:
+            return None
+        return max_age - (self.clock.monotonic() - taken.mono)
+
+    def _payload(self, row: OutboxRow) -> bytes:
+        """The bytes to send: as stored, re-based or marked (gateway.core.clock), and with the
+        stream's notice of seqs dropped on purpose before this one."""
+        payload = restamp(self.clock, row.payload, row.ts, row.taken)
+        key = (row.epoch, row.device, row.stream)
+        notice = self.outbox.notices.get(key)
+        if notice is None or notice[1] >= row.seq:
+            return payload
+        env = decode(payload)
+        if isinstance(env, Undecodable):
+            return payload
+        self._carrying[row.id] = (key, notice[1])
+        return encode(replace(env, dropped=notice))
+
+    def take_dropping(self) -> Dropping:
+        """What the next commit drops and clears (`give_back` if it fails)."""
+        taken, self.dropping = self.dropping, Dropping()
+        return taken
+
+    def give_back(self, dropping: Dropping) -> None:
+        """A commit failed: what it was to drop and clear waits for the next one."""
+        self.dropping.expired[:0] = dropping.expired
+        self.dropping.notified[:0] = dropping.notified
+
     def _on_publish(self, mid: int, rc: ReasonCode) -> None:
         row = self.window.settle(mid)
         if row is None:
             return  # an at-most-once message written to the socket
         self.settled += 1
         outcome = classify_ack(rc.value)
+        carried = self._carrying.pop(row.id, None)
+        if carried is not None and outcome is AckOutcome.DELIVERED:
+            self.dropping.notified.append(carried)
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()
             # A row under end-to-end confirmation stays until the consumer confirms it.

@@ -24,17 +24,19 @@ from gateway.config.check import require_extras
 from gateway.config.common import ConfigError
 from gateway.config.credentials import BrokerSecrets
 from gateway.config.gateway_config import DeviceConfig, GatewayConfig, load_gateway_config
+from gateway.core.clock import ClockSource
 from gateway.core.confirmation import CONFIRM_PACKET_LIMIT
 from gateway.core.delivery import DeliveryClass
 from gateway.core.extras import MissingExtras
 from gateway.edge.confirm_tracker import ConfirmationTracker
 from gateway.edge.ingest import DeviceSink, Intake
 from gateway.edge.presence import Presence
-from gateway.edge.publisher import Publisher
+from gateway.edge.publisher import Publisher, max_ages
 from gateway.edge.reload import plan_reload
 from gateway.edge.snapshot import GatewaySnapshot
 from gateway.edge.summary import SummaryFigures, figures, summary_line
 from gateway.mqtt.link import MqttLink, Session
+from gateway.ops.clock import SystemClock
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
 from gateway.store.confirmations import Confirmations
@@ -52,11 +54,13 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, outbox: Outbox,
                  secrets: BrokerSecrets | None = None,
-                 supervision: Supervision | None = None, version: str = "unknown") -> None:
+                 supervision: Supervision | None = None, version: str = "unknown", *,
+                 clock: ClockSource | None = None) -> None:
         self.config = config
         self.supervision = supervision
         self.outbox = outbox
-        self.intake = Intake(config, outbox.epoch, outbox.counters)
+        self.intake = Intake(config, outbox.epoch, outbox.counters,
+                             clock=SystemClock() if clock is None else clock)
         broker = config.broker
         self.link = MqttLink(broker.endpoints, broker.client_id, keepalive=broker.keepalive,
                              session_expiry=broker.session_expiry, clean_first=True,
@@ -64,7 +68,9 @@ class Gateway:
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
-                                   hold_for_confirmation=end_to_end)
+                                   hold_for_confirmation=end_to_end, clock=self.intake.clock)
+        self.publisher.max_ages = max_ages(config)
+        outbox.on_full = config.store.on_full
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.intake.on_volatile = self.publisher.wake
@@ -138,14 +144,14 @@ class Gateway:
         resend: list[int] = []
         if self.tracker is not None:
             confirmations, resend = self.tracker.take(held)
-        if not (pending or drops or acked or quarantined or confirmations):
+        dropping = self.publisher.take_dropping()
+        if not (pending or drops or acked or quarantined or confirmations or dropping):
             return
         try:
-            result = self.outbox.commit(pending, acked, quarantined, drops, confirmations)
+            result = self.outbox.commit(pending, acked, quarantined, drops, confirmations, dropping)
         except (sqlite3.Error, ValueError) as exc:
-            # Nothing was written: the readings are counted, everything else waits for the
-            # next commit (an ack kept is at worst a row sent again, never a row lost). The
-            # publisher's settled rows stay settled until a commit writes them.
+            # Nothing was written: the readings are counted, everything else waits for the next
+            # commit (an ack kept is at worst a row sent again); settled rows stay settled.
             disk_full = isinstance(exc, DiskFullError)
             reason = "disk_full" if disk_full else "store_error"
             self.commit_failures += 1
@@ -153,14 +159,13 @@ class Gateway:
                 self.intake.drop(reason, r.device, r.stream)
             if confirmations is not None and self.tracker is not None:
                 self.tracker.restore(confirmations.marks)
+            self.publisher.give_back(dropping)
             for key, n in drops.items():
                 self.intake.drops[key] += n
-            if disk_full:  # the store logs when the disk fills and when it has room again
-                log.debug("store %s: commit failed on a full disk (%s); %d readings dropped "
-                          "and counted as disk_full", self.outbox.path, exc, len(pending))
-            else:
-                log.error("store %s: commit failed (%s); %d readings dropped and counted",
-                          self.outbox.path, exc, len(pending))
+            # On a full disk the store logs when it fills and when it has room again.
+            log.log(logging.DEBUG if disk_full else logging.ERROR, "store %s: commit failed "
+                    "(%s); %d readings dropped and counted as %s", self.outbox.path, exc,
+                    len(pending), reason)
             return
         # The overdue rows first: one this commit both held and found overdue is sent
         # again rather than let go as held (gateway/core/outbox_states.py).
@@ -169,9 +174,10 @@ class Gateway:
         self.publisher.committed(acked, quarantined, held)
         self.stored += result.stored
         # Counted in the store by the commit itself; here for the summary line.
-        for reason, n in (("store_full", result.refused), ("disk_full", result.disk_full)):
+        for reason, n in (("store_full", result.refused), ("disk_full", result.disk_full),
+                          ("evicted", result.evicted), ("expired", result.expired)):
             if n:
-                self.intake.dropped_by[reason] += n
+                self.intake.count_dropped(reason, n)
         if result.refused and not self._store_full:
             self._store_full = True
             log.warning("store %s is full (%d bytes, max %d): new durable readings are refused "
@@ -189,10 +195,11 @@ class Gateway:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._commit_now.wait(), interval)
+            full, now = self._commit_now.is_set(), time.monotonic()
             self._commit_now.clear()
-            self.committer_at = time.monotonic()
-            self.commit()
-            now = time.monotonic()
+            self.committer_at = now
+            if full or self.intake.commit_due(now, interval):
+                self.commit()
             if now - self._runtime_at >= RUNTIME_EVERY:
                 self._runtime_at = now
                 self._write_runtime()
@@ -250,7 +257,7 @@ class Gateway:
             last = now
             state = "connected" if self.broker_up else (
                 f"unreachable for {time.monotonic() - (self._down_since or time.monotonic()):.0f}s")
-            log.info("%s", summary_line(now, self.outbox.pending_count(), state))
+            log.info("%s", summary_line(now, self.outbox.pending_bound(), state))
 
     # -- life cycle --------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:
@@ -260,9 +267,9 @@ class Gateway:
                  self.outbox.epoch, "continued after a clean stop" if self.outbox.continued
                  else "new", len(self.config.devices), self.link.address,
                  self.config.broker.topics.prefix)
-        pending = self.outbox.pending_count()
+        pending = self.outbox.pending_bound()
         if pending:
-            log.info("store %s holds %d unacknowledged readings; sending them again",
+            log.info("store %s holds up to %d unacknowledged readings; sending them again",
                      self.outbox.path, pending)
         core = [  # the pipeline: the watchdog's pings stop when one of them dies
             asyncio.create_task(self.link.run(), name="mqtt"),
@@ -301,8 +308,8 @@ class Gateway:
         return not failed
 
     def _describe(self) -> str:
-        state = "connected" if self.broker_up else "broker unreachable"
-        return (f"{state}; read {self.intake.read}, stored {self.stored}, acknowledged "
+        return (f"{'connected' if self.broker_up else 'broker unreachable'}; read "
+                f"{self.intake.read}, stored {self.stored}, acknowledged "
                 f"{self.publisher.acknowledged}, in flight {self.publisher.in_flight}")
 
     # -- SIGHUP --------------------------------------------------------------
@@ -335,6 +342,7 @@ class Gateway:
         for d in stopping:
             self.sinks.pop(d, None)
         self.config = plan.config
+        self.publisher.max_ages = max_ages(self.config)
         for device in self.config.devices:
             if device.id in plan.added or device.id in plan.changed:
                 self.sinks[device.id] = self._sink(device)
@@ -365,5 +373,5 @@ class Gateway:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        log.info("stopped: %d readings still stored for the next start, %d in flight were "
-                 "unacknowledged", self.outbox.pending_count(), self.publisher.in_flight)
+        log.info("stopped: up to %d readings still stored for the next start, %d in flight were "
+                 "unacknowledged", self.outbox.pending_bound(), self.publisher.in_flight)

@@ -5,7 +5,8 @@ Two kinds of "did not get through" are named apart, each with its reasons:
 - rejected input: lines or fields a device sent that never became a reading
   (bad_json, not_an_object, missing_field, bad_value, ...);
 - dropped readings: readings that existed and were lost (store_full,
-  disk_full, at_most_once_buffer_full, too_large, store_error, shutdown).
+  disk_full, at_most_once_buffer_full, too_large, store_error, shutdown) or dropped
+  on purpose (evicted by `store.on_full: drop-oldest`, expired past a stream's `max_age`).
 
 Suppressed values (report by exception) are neither: they are shown apart.
 Pure formatting; the line is always one line.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 MAX_REASONS = 4  # reasons shown per kind; the rest are summed as "other"
 # The drop reasons that are readings lost; every other reason is input rejected.
 LOST = frozenset({"store_full", "disk_full", "store_error", "at_most_once_buffer_full",
-                  "too_large", "shutdown"})
+                  "too_large", "shutdown", "evicted", "expired"})
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,10 @@ def split_drops(drops: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def summary_line(f: SummaryFigures, backlog: int, broker: str) -> str:
-    """The summary line, without the leading `summary: `'s logger prefix."""
+    """The summary line, without the leading `summary: `'s logger prefix; `backlog` is a
+    bound of the readings stored (`Outbox.pending_bound`: no count of the whole store)."""
     suppressed = f", suppressed {f.suppressed}" if f.suppressed else ""
     return (f"summary: read {f.read}, stored {f.stored}, acknowledged {f.acknowledged}, "
             f"at-most-once sent {f.at_most_once_sent}, rejected input {by_reason(f.rejected)}, "
-            f"dropped readings {by_reason(f.dropped)}{suppressed}; backlog {backlog}; "
+            f"dropped readings {by_reason(f.dropped)}{suppressed}; backlog up to {backlog}; "
             f"broker {broker}")

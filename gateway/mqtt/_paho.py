@@ -135,6 +135,13 @@ def new_client(client_id: str, *, manual_ack: bool, tls: bool,
     return client
 
 
+def expiry_properties(seconds: int) -> Properties:
+    """PUBLISH properties with the Message Expiry Interval."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = seconds
+    return props
+
+
 def connect_properties(session_expiry: int, receive_maximum: int | None,
                        max_packet_size: int | None = None) -> Properties:
     """The CONNECT properties: the session expiry, and the Receive Maximum and Maximum

@@ -292,15 +292,21 @@ class MqttLink:
             sock.close()
 
     # -- publishing --------------------------------------------------------
-    def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
-        """Hand one message to paho; its mid, or None when not connected."""
+    def publish(self, topic: str, payload: bytes, qos: int, *,
+                expiry: int | None = None) -> int | None:
+        """Hand one message to paho; its mid, or None when not connected. `expiry`: the
+        MQTT 5 Message Expiry Interval in seconds (the broker drops it when it runs out)."""
         if not self.connected:
             return None
         if qos > self.max_qos:
             qos = self.max_qos
         elif qos == 2 and self._qos2_since is None:
             self._qos2_since = time.monotonic()
-        if self.aliases.maximum:
+        if expiry is not None and self.protocol == MQTT5:
+            # The whole topic: an alias would be set up by a message the broker may drop.
+            info = self.client.publish(topic, payload, qos,
+                                       properties=_paho.expiry_properties(expiry))
+        elif self.aliases.maximum:
             sent_topic, alias = self.aliases.route(topic)
             info = self.client.publish(sent_topic, payload, qos, properties=alias)
         else:

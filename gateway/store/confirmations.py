@@ -14,8 +14,9 @@ the held rows whose confirmation is overdue.
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass, field
+
+from gateway.core.clock import steady_time
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def settle(conn: sqlite3.Connection, c: Confirmations) -> tuple[int, int]:
     covered rows the broker had not acknowledged)."""
     confirmed = unacked = 0
     if c.held:
-        now = time.time()
+        now = steady_time()  # the clock of the resend timers (gateway.core.clock)
         conn.executemany("UPDATE outbox SET acked_at = ? WHERE id = ?", [(now, i) for i in c.held])
     # A mark deletes only rows the broker acknowledged (held above, or before): a forged
     # confirmation cannot delete a reading the broker never took. A genuine mark that

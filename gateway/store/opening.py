@@ -1,7 +1,8 @@
 """Opening the store file: connect, check it and its schema version, read its meta.
 
 SQLite's verdict on the file decides what happens when opening fails: a
-file that is not a database or is malformed (or fails `PRAGMA quick_check`)
+file that is not a database or is malformed (or fails `PRAGMA quick_check`,
+run after an unclean stop or on a small store: `_needs_check`)
 is moved aside and a new one started (see `store_recovery.py`); a full disk
 gets the reserve given back once (see `store_space.py`); anything else is a
 `StoreError` and moves nothing. Deciding the epoch is the outbox's
@@ -91,6 +92,7 @@ def _emptied(path: Path, reserve: Reserve) -> bool:
 # at a few readings per commit, 1 KiB pages write ~4x fewer bytes to flash than SQLite's
 # default 4 KiB (bench/README.md, "Flash wear"). A store made with another size keeps it.
 PAGE_SIZE = 1024
+CHECK_ALWAYS_BYTES = 16 * 1024 * 1024  # a store up to this size is checked at every start
 
 
 def _connect(path: Path) -> tuple[sqlite3.Connection, dict[str, str]]:
@@ -109,9 +111,10 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, dict[str, str]]:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new file
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            raise _Corrupt("quick_check: " + "; ".join(problems))
+        if _needs_check(conn, path):
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise _Corrupt("quick_check: " + "; ".join(problems))
         conn.execute("PRAGMA synchronous=FULL")
         create_schema(conn)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -126,6 +129,22 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, dict[str, str]]:
             raise _NoRoom(str(exc)) from exc
         raise StoreError(f"cannot open the store {path}: {exc}") from exc
     return conn, meta
+
+
+def _needs_check(conn: sqlite3.Connection, path: Path) -> bool:
+    """Whether opening runs `PRAGMA quick_check`, which reads the whole file: after a stop
+    that was not clean (a crash, a power cut, a task that died on a damaged page), or when
+    the file is small enough that reading it is cheap. A big store stopped cleanly is not
+    read whole at start (a 1M-reading backlog would wait seconds for it); its schema and
+    meta are still read, and damage met later ends the run uncleanly, so the next start
+    checks."""
+    try:
+        if path.stat().st_size <= CHECK_ALWAYS_BYTES:
+            return True
+        row = conn.execute("SELECT value FROM meta WHERE key = 'clean_stop'").fetchone()
+    except (sqlite3.Error, OSError):
+        return True
+    return row is None or row[0] != "1"
 
 
 def _connect_with_room(path: Path, reserve: Reserve) -> tuple[sqlite3.Connection, dict[str, str]]:

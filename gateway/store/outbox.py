@@ -8,14 +8,13 @@ leaves `outbox` only through an acknowledgement, a confirmation or
 quarantine (its life: `gateway.core.outbox_states`). A seq is taken for good
 only when its transaction commits: a failed commit hands out nothing.
 
-Size policy: when the live pages of the store reach `max_bytes`, new durable
-readings are refused and counted as `store_full`; stored readings are never
-evicted to make room.
+Size policy (`on_full`): when the live pages of the store reach `max_bytes`,
+new durable readings are refused and counted as `store_full` (`refuse-new`), or
+the oldest stored rows make room for them, counted as `evicted` (`drop-oldest`,
+with a notice to the consumer: `dropping.py`, which also drops expired rows).
 
-Elsewhere: opening and checking the file, `opening.py`; disk full (the
-reserve, the disk-full state, checkpoints), `space.py`; a corrupt store
-(moved aside, salvaged), `recovery.py`; end-to-end confirmation's SQL,
-`confirmations.py`; the tables, `schema.py`; transactions and meta, `sql.py`.
+Elsewhere: opening the file, `opening.py`; disk full, `space.py`; a corrupt store,
+`recovery.py`; confirmation's SQL, `confirmations.py`; tables, `schema.py`; meta, `sql.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,61 +38,32 @@ from gateway.store.confirmations import (
     oldest_held,
     settle,
 )
+from gateway.store.dropping import (
+    EVICTED,
+    EXPIRED,
+    Dropping,
+    clear_notices,
+    drop_rows,
+    load_notices,
+    oldest_rows,
+)
 from gateway.store.opening import open_file
 from gateway.store.recovery import salvage
+from gateway.store.rows import CommitResult, NewReading, OutboxRow
 from gateway.store.schema import DropKey
 from gateway.store.space import WAL_CHECKPOINT_BYTES, DiskSpace, Reserve, SpaceGuard, reserve_path
 from gateway.store.sql import StoreError, get_meta, set_meta, transaction
 
+__all__ = ["CommitResult", "NewReading", "Outbox", "OutboxRow"]
+
 log = logging.getLogger("gateway.store")
 
-_SELECT_ROWS = ("SELECT id, device, stream, seq, qos, topic, payload, confirm, acked_at IS NOT NULL "
-                "FROM outbox")
+_SELECT_ROWS = ("SELECT id, device, stream, seq, qos, topic, payload, confirm, acked_at IS NOT NULL, "
+                "ts, mono, boot, epoch FROM outbox")
 _UPSERT_SEQUENCE = (
     "INSERT INTO sequences(epoch, device, stream, last_seq) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(epoch, device, stream) DO UPDATE SET last_seq = excluded.last_seq"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class NewReading:
-    """A durable reading waiting for its identity and a place in the outbox."""
-
-    device: str
-    stream: str
-    qos: int
-    ts: float
-    value: Any
-    unit: str | None
-    topic: str
-    confirm: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """A stored reading as the publisher sends it; `held`: `acked_at` is set (it waits for a
-    confirmation, see `gateway.core.outbox_states`)."""
-
-    id: int
-    device: str
-    stream: str
-    seq: int
-    qos: int
-    topic: str
-    payload: bytes
-    confirm: bool
-    held: bool
-
-
-@dataclass(frozen=True)
-class CommitResult:
-    """What one group commit did: `refused` for the size cap (`store_full`),
-    `disk_full` for want of disk space."""
-
-    stored: int
-    refused: int
-    deleted: int
-    disk_full: int = 0
 
 
 class Outbox:
@@ -120,6 +89,8 @@ class Outbox:
         # Checkpoints small enough for the reserve to cover (see space.py).
         conn.execute(f"PRAGMA wal_autocheckpoint={max(16, WAL_CHECKPOINT_BYTES // self._page_size)}")
         self.bytes_used = self._live_bytes()
+        self.on_full = "refuse-new"
+        self.notices = load_notices(conn)  # seqs dropped on purpose, not yet told (dropping.py)
 
     @property
     def reserve(self) -> Reserve:
@@ -153,14 +124,10 @@ class Outbox:
         conn, meta, reserve, aside = opened.conn, opened.meta, opened.reserve, opened.aside
         try:
             clean = meta.get("clean_stop") == "1" and "epoch" in meta and aside is None
-            epoch = meta["epoch"] if clean else new_epoch(now or time.time(),
-                                                          secrets.token_hex(4))
-            last: dict[StreamKey, int] = {}
-            if clean:
-                for device, stream, seq in conn.execute(
-                    "SELECT device, stream, last_seq FROM sequences WHERE epoch = ?", (epoch,)
-                ):
-                    last[(device, stream)] = seq
+            epoch = meta["epoch"] if clean else new_epoch(now or time.time(), secrets.token_hex(4))
+            last: dict[StreamKey, int] = {(device, stream): seq for device, stream, seq in (
+                conn.execute("SELECT device, stream, last_seq FROM sequences WHERE epoch = ?",
+                             (epoch,)) if clean else ())}
             box = cls(conn, path, gateway_id, epoch, SequenceCounters(last), clean, max_bytes,
                       reserve=reserve, clock=clock)
             box._start(aside)
@@ -198,7 +165,8 @@ class Outbox:
     # -- the write path ----------------------------------------------------
     def commit(self, readings: list[NewReading], acked: list[int],
                quarantined: list[tuple[int, str]], drops: Counter[DropKey],
-               confirmations: Confirmations | None = None) -> CommitResult:
+               confirmations: Confirmations | None = None,
+               dropping: Dropping | None = None) -> CommitResult:
         """One group commit; see the module docstring.
 
         Raises:
@@ -208,19 +176,25 @@ class Outbox:
                 caller counts the readings as dropped and keeps the acks).
         """
         drops = drops.copy()  # the caller's counts stay as they were if this commit fails
-        refused = disk_refused = 0
+        refused = disk_refused = evict = 0
         if readings and self.space.full and not self.disk.try_resume():
             disk_refused = _refuse(readings, "disk_full", drops)
             readings = []
         if readings and self.bytes_used >= self.max_bytes:
-            refused = _refuse(readings, "store_full", drops)
-            readings = []
+            if self.on_full == "drop-oldest":
+                evict = len(readings)
+            else:
+                refused = _refuse(readings, "store_full", drops)
+                readings = []
         deleted = [*acked, *(row_id for row_id, _ in quarantined)]
         self._unsaved.update(self.counters.take_dirty())
         batch = readings
+        dropped = (0, 0)
 
         def write() -> None:
-            self._write(batch, deleted, quarantined, drops, confirmations)
+            nonlocal dropped
+            dropped = self._write(batch, deleted, quarantined, drops, confirmations,
+                                  (evict, dropping or Dropping()))
 
         def shed() -> None:  # no room: the new readings go, counted; the rest is written
             nonlocal batch, disk_refused
@@ -230,15 +204,18 @@ class Outbox:
         self.disk.write(write, shed)
         if self.space.full:
             self.disk.checkpoint("PASSIVE")  # so the next commit reuses the WAL instead of growing it
-        if batch or deleted or confirmations:
+        if batch or deleted or confirmations or any(dropped):
             self.bytes_used = self._live_bytes()
-        return CommitResult(len(batch), refused, len(deleted), disk_refused)
+        return CommitResult(len(batch), refused, len(deleted), disk_refused, *dropped)
 
     def _write(self, readings: list[NewReading], deleted: list[int],
                quarantined: list[tuple[int, str]], drops: Counter[DropKey],
-               confirmations: Confirmations | None) -> None:
-        """The group commit's transaction; seqs are taken only once it committed."""
+               confirmations: Confirmations | None, on_purpose: tuple[int, Dropping]
+               ) -> tuple[int, int]:
+        """The group commit's transaction; seqs are taken only once it committed. Returns
+        how many rows it dropped on purpose: (evicted, expired)."""
         rows, last = self._identify(readings)
+        drops, notices, (evict, dropping) = drops.copy(), dict(self.notices), on_purpose
         seqs = dict(self._unsaved)
         for key, seq in last.items():
             seqs[key] = max(seq, seqs.get(key, 0))
@@ -247,7 +224,7 @@ class Outbox:
             if rows:
                 conn.executemany(
                     "INSERT INTO outbox(epoch, device, stream, seq, qos, ts, topic, payload, "
-                    "confirm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    "confirm, mono, boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             if quarantined:
                 now = time.time()
                 conn.executemany(
@@ -259,6 +236,9 @@ class Outbox:
             if deleted:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deleted])
             settled = settle(conn, confirmations) if confirmations else (0, 0)
+            dropped = (drop_rows(conn, oldest_rows(conn, evict), EVICTED, drops, notices),
+                       drop_rows(conn, dropping.expired, EXPIRED, drops, notices))
+            clear_notices(conn, dropping.notified, notices)
             if seqs:
                 conn.executemany(_UPSERT_SEQUENCE,
                                  [(self.epoch, d, s, seq) for (d, s), seq in seqs.items()])
@@ -271,11 +251,13 @@ class Outbox:
         self._unsaved.clear()
         self.confirmed += settled[0]
         self.marks_unacked += settled[1]
+        self.notices = notices
         for key, seq in last.items():
             while self.counters.last(key) < seq:
                 self.counters.next(key)
         if last:
             self.counters.take_dirty()  # just written, in this transaction
+        return dropped
 
     def due_for_resend(self, now: float, timeout: float, limit: int) -> list[int]:
         """Held rows whose confirmation is overdue (see confirmations.py)."""
@@ -318,8 +300,9 @@ class Outbox:
             last[key] = seq
             payload = encode(Envelope(self.gateway_id, self.epoch, r.device, r.stream, seq, r.ts,
                                       r.value, r.unit, r.confirm))
+            taken = r.taken
             rows.append((self.epoch, r.device, r.stream, seq, r.qos, r.ts, r.topic, payload,
-                         int(r.confirm)))
+                         int(r.confirm), taken and taken.mono, taken and taken.boot))
         return rows, last
 
     def write_runtime(self, snapshot: dict[str, Any]) -> None:
@@ -351,8 +334,14 @@ class Outbox:
         """The id of the newest stored row (0 when the outbox is empty)."""
         return int(self._conn.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0)
 
-    def pending_count(self) -> int:
-        """Rows waiting for an acknowledgement."""
+    def pending_bound(self) -> int:
+        """At most this many rows wait (ids from the oldest to the newest): two index lookups,
+        where `pending_count` reads the whole table (seconds for a big backlog on an SD card)."""
+        low, high = self._conn.execute(
+            "SELECT (SELECT min(id) FROM outbox), (SELECT max(id) FROM outbox)").fetchone()
+        return 0 if low is None else int(high) - int(low) + 1
+
+    def pending_count(self) -> int:  # rows waiting for an acknowledgement
         return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def _live_bytes(self) -> int:

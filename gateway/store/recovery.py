@@ -83,7 +83,10 @@ def valid_outbox_row(row: tuple[Any, ...]) -> bool:
     """
     if len(row) != len(OUTBOX_COLUMNS):
         return False
-    epoch, device, stream, seq, qos, ts, topic, payload, confirm, acked_at, resends = row
+    epoch, device, stream, seq, qos, ts, topic, payload, confirm, acked_at, resends, mono, boot = row
+    if not (mono is None or isinstance(mono, int | float)) or not (boot is None
+                                                                   or isinstance(boot, str)):
+        return False
     if not all(isinstance(v, str) and v for v in (epoch, device, stream, topic)):
         return False
     if any(isinstance(v, bool) or not isinstance(v, int) for v in (seq, resends)):
@@ -251,7 +254,7 @@ def _insert_salvaged(conn: sqlite3.Connection, chunk: list[tuple[Any, ...]]) -> 
     """Insert salvaged outbox rows (new ids, in their old order); empties `chunk`."""
     conn.executemany(
         "INSERT INTO outbox(epoch, device, stream, seq, qos, ts, topic, payload, confirm, "
-        "acked_at, resends) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk)
+        "acked_at, resends, mono, boot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk)
     count = len(chunk)
     chunk.clear()
     return count

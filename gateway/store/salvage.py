@@ -15,7 +15,7 @@ from typing import Any
 
 # The columns a salvage copies, per table, in the order `salvage_rows` yields them.
 OUTBOX_COLUMNS = ("epoch", "device", "stream", "seq", "qos", "ts", "topic", "payload", "confirm",
-                  "acked_at", "resends")
+                  "acked_at", "resends", "mono", "boot")
 SEQUENCE_COLUMNS = ("epoch", "device", "stream", "last_seq")
 DROP_COLUMNS = ("reason", "device", "stream", "count")
 _DEFAULTS: dict[str, object] = {"confirm": 0, "acked_at": None, "resends": 0}

@@ -5,8 +5,12 @@ Tables:
   current epoch, whether the last stop was clean, the runtime snapshot).
 - `sequences`: last seq handed out per `(epoch, device, stream)`.
 - `outbox`: durable readings waiting for the broker's PUBACK/PUBCOMP. The
-  id orders them and is never a reading's identity.
+  id orders them and is never a reading's identity. `mono` and `boot` are set
+  only for readings taken before the system clock was synchronised
+  (`gateway.core.clock`): their monotonic time and the boot it counts in.
 - `quarantine`: readings the broker rejected, kept for the operator.
+- `drop_notices`: per stream, the seqs dropped on purpose (expired, evicted)
+  that no acknowledged envelope has told the consumer of yet (`dropping.py`).
 - `drops`: readings dropped anywhere, counted by reason, device and stream
   (`DropKey`).
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DropKey = tuple[str, str, str]  # a row of `drops`: (reason, device, stream)
 
@@ -29,6 +33,8 @@ _V2_COLUMNS = (
     ("acked_at", "REAL"),
     ("resends", "INTEGER NOT NULL DEFAULT 0"),
 )
+# Added in version 3 (clocks without an RTC): NULL for readings taken on a synchronised clock.
+_V3_COLUMNS = (("mono", "REAL"), ("boot", "TEXT"))
 
 
 # The same tables sqlite-utils created for stores made before 0.3.0; plain SQL keeps
@@ -46,10 +52,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL, qos INTEGER NOT NULL, ts REAL NOT NULL,
     topic TEXT NOT NULL, payload BLOB NOT NULL,
     confirm INTEGER NOT NULL DEFAULT 0, acked_at REAL,
-    resends INTEGER NOT NULL DEFAULT 0);
+    resends INTEGER NOT NULL DEFAULT 0, mono REAL, boot TEXT);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, epoch TEXT, device TEXT, stream TEXT, seq INTEGER, qos INTEGER,
     topic TEXT, payload BLOB, reason TEXT, quarantined_at REAL);
+CREATE TABLE IF NOT EXISTS drop_notices (
+    epoch TEXT, device TEXT, stream TEXT, first INTEGER NOT NULL, last INTEGER NOT NULL,
+    PRIMARY KEY (epoch, device, stream));
 CREATE TABLE IF NOT EXISTS drops (
     reason TEXT, device TEXT, stream TEXT, count INTEGER NOT NULL,
     PRIMARY KEY (reason, device, stream));
@@ -75,12 +84,13 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a version 1 store to the current schema (columns only; no row changes)."""
+    """Bring a version 1 or 2 store to the current schema (nullable or defaulted columns
+    only: every row stays as it was)."""
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if version is None or version[0] != "1":
+    if version is None or version[0] not in ("1", "2"):
         return
     present = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
-    for name, kind in _V2_COLUMNS:
+    for name, kind in (*_V2_COLUMNS, *_V3_COLUMNS):
         if name not in present:
             conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))

@@ -28,7 +28,7 @@ from gateway.core.envelope import Envelope, format_ts
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_700_000_000.125
 READINGS_COLUMNS = ["gateway", "epoch", "device", "stream", "seq", "ts", "value", "unit",
-                    "received_at"]
+                    "received_at", "ts_quality"]
 READINGS_KEY = ["gateway", "epoch", "device", "stream", "seq"]
 
 
@@ -92,8 +92,9 @@ def db(backend: Backend) -> Iterator[ReadingsDB]:
 
 def env(seq: int, *, stream: str = "temperature", device: str = "climate", epoch: str = "E1",
         gateway: str = "gw-1", value: Any = 21.5, unit: str | None = "°C",
-        ts: float | None = None) -> Envelope:
-    return Envelope(gateway, epoch, device, stream, seq, T0 + seq if ts is None else ts, value, unit)
+        ts: float | None = None, ts_quality: str | None = None) -> Envelope:
+    return Envelope(gateway, epoch, device, stream, seq, T0 + seq if ts is None else ts, value, unit,
+                    ts_quality=ts_quality)
 
 
 def counters(backend: Backend, stream: str = "temperature") -> tuple[int, int, int, int]:
@@ -242,6 +243,40 @@ def test_counters_of_an_older_database_keep_counting_from_seq_1(backend: Backend
     [(first, gaps)] = backend.query("SELECT first_seq, gaps FROM stream_counters")
     assert (first, gaps) == (1, 3)  # 7 seqs from 1, 4 received
     assert counters(backend) == (7, 4, 0, 3)
+
+
+OLD_READINGS = ("CREATE TABLE readings (gateway TEXT NOT NULL, epoch TEXT NOT NULL, "
+                "device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, ts {ts} NOT NULL, "
+                "value TEXT NOT NULL, unit TEXT, received_at {ts} NOT NULL, "
+                "PRIMARY KEY (gateway, epoch, device, stream, seq))")
+
+
+def test_readings_of_an_older_database_gain_ts_quality_and_keep_their_rows(backend: Backend
+                                                                          ) -> None:
+    old_row = ("INSERT INTO readings VALUES ('gw-1', 'E1', 'climate', 'temperature', 1, "
+               "'2026-11-26T21:00:00.000Z', '21.5', NULL, '2026-11-26T21:00:01.000Z')")
+    if backend.name == "sqlite":
+        with closing(sqlite3.connect(backend.database)) as conn:
+            conn.execute(OLD_READINGS.format(ts="TEXT"))
+            conn.execute(old_row)
+            conn.commit()
+    else:
+        with psycopg.connect(backend.database, autocommit=True) as conn:
+            conn.execute(OLD_READINGS.format(ts="TIMESTAMPTZ"))
+            conn.execute(old_row)
+    database = backend.open()
+    try:
+        assert database.store_batch([env(2, ts_quality="unsynced")], Counter()) == (1, 0)
+    finally:
+        database.close()
+    assert backend.query("SELECT seq, ts_quality FROM readings ORDER BY seq") == [
+        (1, None), (2, "unsynced")]
+
+
+def test_ts_quality_is_stored_and_absent_is_null(backend: Backend, db: ReadingsDB) -> None:
+    db.store_batch([env(1), env(2, ts_quality="unsynced")], Counter())
+    assert backend.query("SELECT seq, ts_quality FROM readings ORDER BY seq") == [
+        (1, None), (2, "unsynced")]
 
 
 def test_rejects_accumulate(backend: Backend, db: ReadingsDB) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -36,6 +37,9 @@ def _fill(database: str) -> None:
     try:
         db.store_batch([env(196), env(197), env(199), env(1, "alarm")], Counter({"bad_json": 2}))
         db.store_batch([env(197), env(2, "alarm"), env(5, gateway="gw-2")], Counter())
+        # Seqs 2 and 3 dropped on purpose by the gateway (expired), told in seq 4's envelope.
+        db.store_batch([env(1, "pressure"), replace(env(4, "pressure"), dropped=(2, 3))],
+                       Counter())
     finally:
         db.close()
 
@@ -57,7 +61,10 @@ def _check_report(report: dict[str, object]) -> None:
     assert (alarm["first_seq"], alarm["received"], alarm["gaps"]) == (1, 2, 0)
     assert streams[("gw-2", "temperature")]["first_seq"] == 5, "first contact is not 4 gaps"
     assert report["gateways"] == ["gw-1", "gw-2"]
-    assert report["totals"] == {"received": 6, "duplicates": 1, "gaps": 1}
+    pressure = streams[("gw-1", "pressure")]
+    assert (pressure["received"], pressure["gaps"], pressure["dropped_by_gateway"]) == (2, 0, 2)
+    assert report["totals"] == {"received": 8, "duplicates": 1, "gaps": 1,
+                                "dropped_by_gateway": 2}
     assert report["rejects"] == {"bad_json": 2}
 
 
@@ -71,6 +78,7 @@ def test_consumer_status_on_sqlite(tmp_path: Path) -> None:
     assert code == 0, err
     assert "unknown key" not in text + err
     assert "gw-1/climate/temperature" in text and "gaps since first contact 1" in text
+    assert "dropped by the gateway 2" in text
     assert "rejected payloads: bad_json 2" in text
 
 

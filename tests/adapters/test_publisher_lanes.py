@@ -33,11 +33,14 @@ class RecordingLink:
         self.sent: list[tuple[int, str, bytes]] = []  # (mid, topic, payload)
         self.on_publish: Any = None
         self.acked: set[int] = set()
+        self.expiry: dict[int, int | None] = {}  # mid -> the Message Expiry Interval sent
         self._mid = 0
 
-    def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
+    def publish(self, topic: str, payload: bytes, qos: int, *,
+                expiry: int | None = None) -> int | None:
         self._mid += 1
         self.sent.append((self._mid, topic, payload))
+        self.expiry[self._mid] = expiry
         return self._mid
 
 

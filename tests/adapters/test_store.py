@@ -645,5 +645,5 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     columns = {r[1] for r in check.execute("PRAGMA table_info(outbox)")}
     version = check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     check.close()
-    assert {"confirm", "acked_at", "resends"} <= columns
-    assert version == ("2",)
+    assert {"confirm", "acked_at", "resends", "mono", "boot"} <= columns
+    assert version == ("3",)

@@ -306,3 +306,24 @@ def test_aside_names_are_utc_stamped_and_never_reuse_a_taken_one() -> None:
         "outbox.sqlite.corrupt-19700101T000100Z")
     assert aside_name("outbox.sqlite", 60.9, taken.__contains__) == (
         "outbox.sqlite.corrupt-19700101T000100Z.3")
+
+
+def test_a_big_store_stopped_cleanly_is_not_read_whole_at_start_but_after_an_unclean_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_open, "CHECK_ALWAYS_BYTES", 0)  # every store counts as big
+    db = tmp_path / "state" / "outbox.sqlite"
+    old_epoch, stored = write_store(db, 1500)  # stopped cleanly
+    lost_ids = corrupt_middle_leaf(db, set(stored))
+    box = open_outbox(db)  # no quick_check: the damage is not read at start
+    try:
+        assert box.continued and box.epoch == old_epoch
+        assert not list(db.parent.glob("*.corrupt-*"))
+    finally:
+        box.close(clean=False)  # how a run that met the damage ends (a task died)
+    box = open_outbox(db)  # after the unclean stop the whole store is checked
+    try:
+        the_aside(db)
+        assert not box.continued
+        assert len(all_rows(box)) == len(stored) - len(lost_ids)
+    finally:
+        box.close(clean=True)

@@ -176,6 +176,16 @@ CASES = [
          "gateway.summary_interval", ("a duration", "of at least 1s"), ("inf (a number)",)),
     Case("durability-fsync", section("store", "durability: fsync"), 12, "store.durability",
          ("one of normal, full",), ("'fsync' (a string)",)),
+    Case("on-full-unknown", section("store", "on_full: drop-newest"), 12, "store.on_full",
+         ("one of refuse-new, drop-oldest",), ("'drop-newest' (a string)",),
+         "did you mean 'drop-oldest'?"),
+    Case("max-age-too-short", edit("        delivery: at-least-once\n",
+                                   "        delivery: at-least-once\n        max_age: 200ms\n"),
+         11, "devices[0].streams[0].max_age", ("a duration", "from 1s"), ("'200ms'",)),
+    Case("max-age-at-most-once", edit("        delivery: at-least-once\n",
+                                      "        delivery: at-most-once\n        max_age: 5m\n"),
+         11, "devices[0].streams[0].max_age", ("only on a durable stream",),
+         ("an at-most-once stream",)),
     Case("commit-batch-not-integer", section("store", "commit_batch: many"), 12,
          "store.commit_batch", ("an integer from 1 to 100000",), ("'many' (a string)",)),
     # -- devices --------------------------------------------------------------------------
@@ -349,6 +359,17 @@ def test_bad_config_names_the_problem(tmp_path: Path, case: Case) -> None:
 def test_at_least_thirty_cases() -> None:
     assert len(CASES) >= 30
     assert len({case.id for case in CASES}) == len(CASES)
+
+
+def test_drop_policies_are_read(tmp_path: Path) -> None:
+    text = edit("        delivery: at-least-once\n",
+                "        delivery: at-least-once\n        max_age: 10m\n")
+    text += "store:\n  on_full: drop-oldest\n"
+    config = load_gateway_config(write(tmp_path, text), DRIVERS)
+    assert config.store.on_full == "drop-oldest"
+    assert config.devices[0].streams[0].max_age == 600.0
+    plain = load_gateway_config(write(tmp_path, BASE, "plain.yaml"), DRIVERS)
+    assert (plain.store.on_full, plain.devices[0].streams[0].max_age) == ("refuse-new", None)
 
 
 def test_the_same_stream_name_in_two_devices_is_fine(tmp_path: Path) -> None:

@@ -116,3 +116,15 @@ def test_gaps_are_the_seqs_missing_above_first_contact(seqs: list[int], cut: int
     seen = set(seqs)
     expected = sum(1 for s in range(first, max(seen) + 1) if s not in seen)
     assert counters.gaps == expected
+
+
+def test_seqs_the_gateway_dropped_are_not_gaps_and_are_counted_once() -> None:
+    counters = StreamCounters(first_seq=1, max_seq=10, received=6)
+    assert counters.gaps == 4
+    part = counters.dropped_range(3, 6)
+    assert part == (3, 6)
+    counters = counters.with_dropped(6, 3)  # seq 5 of 3..6 had arrived
+    assert (counters.dropped_by_gateway, counters.gaps) == (3, 1)
+    assert counters.dropped_range(3, 6) is None  # the same notice again: nothing new
+    assert counters.dropped_range(2, 8) == (7, 8)  # only above what was counted
+    assert StreamCounters(first_seq=5).dropped_range(1, 6) == (5, 6)  # from first contact

@@ -275,3 +275,39 @@ def test_json_safe_refuses_the_nesting_the_consumer_refuses() -> None:
     assert not json_safe({"deeper": value})
     assert not isinstance(decode(encode(Envelope("g", "e", "d", "s", 1, 1e9, [value], None))),
                           Envelope)
+
+
+def test_ts_quality_is_optional_and_round_trips() -> None:
+    plain = encode(envelope())
+    assert b"ts_quality" not in plain
+    marked = encode(envelope(ts_quality="unsynced"))
+    assert json.loads(marked)["ts_quality"] == "unsynced"
+    decoded = decode(marked)
+    assert isinstance(decoded, Envelope) and decoded.ts_quality == "unsynced"
+
+
+@pytest.mark.parametrize("quality", [1, "", "x" * 33, ["unsynced"], True])
+def test_a_bad_ts_quality_is_a_bad_field(quality: Any) -> None:
+    body = json.loads(encode(envelope()))
+    body["ts_quality"] = quality
+    result = decode(json.dumps(body).encode())
+    assert isinstance(result, Undecodable) and result.reason == "bad_field"
+    assert "ts_quality" in result.detail
+
+
+def test_dropped_is_optional_and_round_trips() -> None:
+    assert b"dropped" not in encode(envelope())
+    marked = encode(envelope(dropped=(3, 9)))
+    assert json.loads(marked)["dropped"] == [3, 9]
+    decoded = decode(marked)
+    assert isinstance(decoded, Envelope) and decoded.dropped == (3, 9)
+
+
+@pytest.mark.parametrize("dropped", [[3], [9, 3], [0, 2], [3, 1234], [1, 1300], ["1", "2"],
+                                     [True, 2], 5, {"first": 1}])
+def test_a_bad_dropped_range_is_a_bad_field(dropped: Any) -> None:
+    body = json.loads(encode(envelope()))  # seq 1234
+    body["dropped"] = dropped
+    result = decode(json.dumps(body).encode())
+    assert isinstance(result, Undecodable) and result.reason == "bad_field"
+    assert "dropped" in result.detail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ from devices.base import Record
 from devices.registry import DRIVERS
 from gateway.config.common import ConfigError
 from gateway.config.gateway_config import load_gateway_config
+from gateway.core.clock import MemoryClock, Unsynced
 from gateway.core.identity import SequenceCounters
 from gateway.core.report_by_exception import Deadband, ExceptionFilter, ReportPolicy, parse_deadband
-from gateway.edge.ingest import SUPPRESSED, DeviceSink, Intake
+from gateway.edge.ingest import COMMIT_BOUND, PACE_READINGS, SUPPRESSED, DeviceSink, Intake
 
 
 def sent(policy: ReportPolicy, readings: list[tuple[float, object]]) -> list[tuple[float, object]]:
@@ -146,3 +148,40 @@ def test_a_partial_record_without_the_field_is_not_a_missing_field(tmp_path: Pat
     sink.record(Record(ts=1.0, fields={"other": 1}, partial=True))
     sink.record(Record(ts=2.0, fields={"other": 1}))
     assert intake.drops == {("missing_field", "climate", "temperature"): 1}
+
+
+def test_readings_before_the_clock_sync_carry_their_monotonic_time_and_boot(tmp_path: Path
+                                                                             ) -> None:
+    sink, intake = make_sink(tmp_path, "")
+    clock = MemoryClock(1_600_000_000.0)
+    intake.clock = clock
+    sink.record(Record(ts=clock.wall() - 0.5, fields={"temp_c": 20.0}))
+    clock.advance(3)
+    clock.sync(1e8)
+    sink.record(Record(ts=clock.wall(), fields={"temp_c": 21.0}))
+    assert [r.taken for r in intake.pending] == [Unsynced(99.5, "boot-1"), None]
+
+
+def test_an_at_most_once_reading_before_the_sync_is_marked_unsynced(tmp_path: Path) -> None:
+    sink, intake = make_sink(tmp_path, "", delivery="at-most-once")
+    intake.clock = MemoryClock(1_600_000_000.0)
+    sink.record(Record(ts=1_600_000_000.0, fields={"temp_c": 20.0}))
+    [item] = intake.volatile
+    assert json.loads(item.payload)["ts_quality"] == "unsynced"
+
+
+def test_commit_pacing_waits_for_readings_at_low_rates_but_never_past_the_bound(
+        tmp_path: Path) -> None:
+    sink, intake = make_sink(tmp_path, "")
+    assert intake.commit_due(0.0, 0.2)  # nothing waits: acknowledgements alone go at once
+    for value in (20.0, 21.0):
+        sink.record(Record(ts=1000.0, fields={"temp_c": value}))
+    committed = [t / 10 for t in range(0, 20, 2) if intake.commit_due(t / 10, 0.2)]
+    # First seen at 0.0; a reading may have come a tick before and is written a tick after
+    # the commit's tick: the commit is the latest tick that keeps it within the bound.
+    assert committed[0] == pytest.approx(COMMIT_BOUND - 0.4)
+    for value in range(PACE_READINGS):
+        sink.record(Record(ts=1000.0, fields={"temp_c": float(value)}))
+    assert intake.commit_due(5.0, 0.2)  # enough readings: no wait
+    intake.pending = intake.pending[:2]
+    assert intake.commit_due(9.0, 0.5)  # a commit_interval of half the bound or more: no pacing

@@ -118,7 +118,7 @@ def outbox_row(**changes: object) -> tuple[object, ...]:
     row: dict[str, object] = {
         "epoch": "E1", "device": "dev", "stream": "alo", "seq": 7, "qos": 1,
         "ts": 1_700_000_000.0, "topic": "gw/gw/dev/alo", "payload": encode(env), "confirm": 0,
-        "acked_at": None, "resends": 0}
+        "acked_at": None, "resends": 0, "mono": None, "boot": None}
     row.update(changes)
     return tuple(row[c] for c in OUTBOX_COLUMNS)
 
@@ -134,4 +134,7 @@ def test_a_salvaged_row_must_be_whole_and_carry_the_identity_its_columns_say() -
     assert not valid_outbox_row(outbox_row(seq="7"))
     assert not valid_outbox_row(outbox_row(topic=""))
     assert not valid_outbox_row(outbox_row(ts=None))
+    assert valid_outbox_row(outbox_row(mono=12.5, boot="b1"))
+    assert not valid_outbox_row(outbox_row(mono="12.5"))
+    assert not valid_outbox_row(outbox_row(boot=7))
     assert not valid_outbox_row(outbox_row()[:-1])

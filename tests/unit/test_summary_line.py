@@ -35,7 +35,7 @@ def test_rejected_input_and_dropped_readings_are_named_apart_by_reason() -> None
     line = summary_line(f, 3, "connected")
     assert line == ("summary: read 20, stored 13, acknowledged 10, at-most-once sent 0, "
                     "rejected input 5 (bad_json 3, not_an_object 2), dropped readings 2 "
-                    "(store_full 2); backlog 3; broker connected")
+                    "(store_full 2); backlog up to 3; broker connected")
     assert "\n" not in line
 
 
@@ -51,7 +51,7 @@ def test_nothing_lost_says_zero_and_many_reasons_are_bounded() -> None:
 
 def test_suppressed_values_are_shown_apart_from_both() -> None:
     line = summary_line(figures(5, 2, 2, 0, Counter(), Counter(), 3), 0, "unreachable for 4s")
-    assert "rejected input 0, dropped readings 0, suppressed 3; backlog 0; broker unreachable " \
+    assert "rejected input 0, dropped readings 0, suppressed 3; backlog up to 0; broker unreachable " \
            "for 4s" in line
 
 
