@@ -39,6 +39,7 @@ log = logging.getLogger("gateway.confirm")
 
 RESEND_BATCH = 1000
 RESEND_SCAN_EVERY = 1.0  # seconds between looks for overdue confirmations
+RESEND_LOG_EVERY = 60.0  # seconds between the lines that count overdue resends
 
 
 class ConfirmationTracker:
@@ -47,6 +48,7 @@ class ConfirmationTracker:
     def __init__(self, link: MqttLink, outbox: Outbox, prefix: str, timeout: float,
                  config_path: str = "the gateway config") -> None:
         self._scanned_at = 0.0
+        self._resend_logged: tuple[float, int] = (float("-inf"), 0)  # (when, resent then)
         self.watch = ConfirmationWatch(started=time.monotonic(), timeout=timeout)
         self._prefix = prefix
         self._config_path = config_path
@@ -110,17 +112,25 @@ class ConfirmationTracker:
         now = time.monotonic()
         resend = self._swept(now)
         if resend is None:
-            resend = []
-            if now - self._scanned_at >= RESEND_SCAN_EVERY:
-                self._scanned_at = now
-                resend = self._overdue(now)
-            if resend:
-                log.info("%d readings broker-acknowledged but not confirmed within %.0fs+; "
-                         "sending them again", len(resend), self.timeout)
+            resend = self._scan(now)
         self.resent += len(resend)
         self._note_unacked()
         marks, self._marks = self._marks, []
         return Confirmations(held, marks, resend), resend
+
+    def _scan(self, now: float) -> list[int]:
+        """The overdue rows, counted in one log line a minute at most."""
+        if now - self._scanned_at < RESEND_SCAN_EVERY:
+            return []
+        self._scanned_at = now
+        resend = self._overdue(now)
+        when, logged = self._resend_logged
+        if resend and now - when >= RESEND_LOG_EVERY:
+            log.info("%d readings broker-acknowledged but not confirmed within %.0fs+ were sent "
+                     "again since the last such line", self.resent + len(resend) - logged,
+                     self.timeout)
+            self._resend_logged = (now, self.resent + len(resend))
+        return resend
 
     def _swept(self, now: float) -> list[int] | None:
         """The rows of a sweep that is due (see ConfirmationWatch), or None."""
