@@ -29,6 +29,7 @@ from gateway.cloud.snapshot import ConsumerSnapshot
 from gateway.config.consumer_config import ConsumerConfig, mask_passwords
 from gateway.config.credentials import BrokerSecrets
 from gateway.core.backoff import Backoff
+from gateway.core.batch_wire import decode_message
 from gateway.core.confirmation import (
     Mark,
     confirm_topic,
@@ -37,7 +38,7 @@ from gateway.core.confirmation import (
     prefix_of,
     ranges,
 )
-from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.core.envelope import Envelope, Undecodable
 from gateway.mqtt.link import MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
@@ -147,14 +148,17 @@ class Consumer:
         to_confirm: list[tuple[str, Envelope]] = []
         rejects: Counter[str] = Counter()
         for item in batch:
-            decoded = decode(item.payload)
-            if isinstance(decoded, Undecodable):
-                rejects[decoded.reason] += 1
-                self._note_reject(item.topic, decoded)
-                continue
-            readings.append(decoded)
-            if decoded.confirm and (prefix := prefix_of(item.topic)) is not None:
-                to_confirm.append((prefix, decoded))
+            # One item per reading: a v1 message holds one, a v2 batch several, each
+            # decoded (or refused and counted) on its own.
+            prefix = None
+            for decoded in decode_message(item.topic, item.payload):
+                if isinstance(decoded, Undecodable):
+                    rejects[decoded.reason] += 1
+                    self._note_reject(item.topic, decoded)
+                    continue
+                readings.append(decoded)
+                if decoded.confirm and (prefix := prefix or prefix_of(item.topic)) is not None:
+                    to_confirm.append((prefix, decoded))
         if self._overflow:
             rejects["at_most_once_overflow"] += self._overflow
         fresh, duplicates = self.db.store_batch(readings, rejects)

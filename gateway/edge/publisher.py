@@ -14,6 +14,10 @@ commit, rejected ones quarantined, transient failures retried.
 Each row it has in hand moves through the table of
 `gateway.core.outbox_states` in a `RowLedger` (`rows`): that is where rows
 to resend, rows waiting for a retry and rows the next commit writes are.
+
+With `batching:` the rows go through a `RowBatcher` (`gateway.edge.batching`):
+a row waits there, in the state it was in, until its batch is due; the batch
+is one message (the window counts messages), and its ack moves every row of it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import logging
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.core.backoff import Backoff
+from gateway.core.batch import BatchPolicy
 from gateway.core.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
 from gateway.core.outbox_states import TRANSITIONS, RowEvent, RowLedger, RowState, state_in_store
 from gateway.core.packet_size import publish_packet_size
+from gateway.edge.batching import Batch, RowBatcher
 from gateway.edge.ingest import Intake
 from gateway.mqtt.link import MqttLink, Session
 from gateway.store.outbox import Outbox, OutboxRow
@@ -38,7 +44,8 @@ class Publisher:
     """Moves readings from the store and the volatile queue onto the link."""
 
     def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
-                 max_payload_bytes: int, hold_for_confirmation: bool = False) -> None:
+                 max_payload_bytes: int, hold_for_confirmation: bool = False,
+                 batching: BatchPolicy | None = None) -> None:
         self.link = link
         # Under end-to-end confirmation, flagged rows wait for the consumer; in
         # broker mode (also for rows flagged under an earlier config) a broker
@@ -46,7 +53,9 @@ class Publisher:
         self._hold = hold_for_confirmation
         self.outbox = outbox
         self.intake = intake
-        self.window: InflightWindow[OutboxRow] = InflightWindow(max_inflight)
+        # Per packet id, the row it carries, or the rows of a batch.
+        self.window: InflightWindow[OutboxRow | tuple[OutboxRow, ...]] = \
+            InflightWindow(max_inflight)
         self.rows = RowLedger()  # the state of every row in hand (the window: their packet ids)
         self._max_inflight = max_inflight
         self._max_payload = max_payload_bytes
@@ -65,6 +74,8 @@ class Publisher:
         self.first_ack_logged = False
         self.feeding = True
         self._wake = asyncio.Event()
+        self.batcher = None if batching is None else RowBatcher(
+            batching, lambda topic, payload, qos: self._too_large(topic, payload, qos) is None)
         link.on_publish = self._on_publish
 
     def wake(self) -> None:
@@ -102,6 +113,8 @@ class Publisher:
                 self._send_volatile()
                 if self.feeding:
                     self._fill_window()
+                if self.batcher is not None:
+                    self._send_batches()
 
     def _send_volatile(self) -> None:
         queue = self.intake.volatile
@@ -116,10 +129,18 @@ class Publisher:
             queue.popleft()
             self.sent_volatile += 1
 
-    def _fill_window(self) -> None:
+    def _room(self) -> int:
+        """How many rows to take now: one per free message of the window, or with
+        batching enough to fill it with full batches."""
         room = self.window.room
+        if self.batcher is None:
+            return room
+        return max(0, room * self.batcher.policy.max_readings - len(self.batcher))
+
+    def _fill_window(self) -> None:
+        room = self._room()
         if room and self.rows.count(RowState.RESEND):
-            batch = self.rows.ids(RowState.RESEND, room)
+            batch = self._to_resend(room)
             rows = self.outbox.fetch_ids(batch)
             if len(rows) < len(batch):  # deleted meanwhile: a confirmation took them
                 found = {row.id for row in rows}
@@ -127,27 +148,39 @@ class Publisher:
                     if row_id not in found:
                         self.rows.move(row_id, RowEvent.CONFIRMED)
             self._send_rows(rows)
-            room = self.window.room
-        if room < max(1, self.window.capacity // 4) and len(self.window):
+            room = self._room()
+        if self.window.room < max(1, self.window.capacity // 4) and len(self.window):
             return  # wait for more acknowledgements: refill in batches
-        rows = self.outbox.fetch(self._cursor, room)
+        rows = self.outbox.fetch(self._cursor, room) if room else []
         if rows:
             self._cursor = rows[-1].id
             self._send_rows(rows)
-            room = self.window.room
+            room = self._room()
         if room and self._backlog is not None:
             sent, last = self._backlog
             rows = self.outbox.fetch(sent, room, up_to=last)
             self._backlog = (rows[-1].id, last) if rows else None  # None: the backlog is sent
             self._send_rows(rows)
 
+    def _to_resend(self, limit: int) -> list[int]:
+        """Rows to send again, oldest first, but not those waiting in the batcher."""
+        if self.batcher is None:
+            return self.rows.ids(RowState.RESEND, limit)
+        waiting = self.batcher
+        return [i for i in self.rows.ids(RowState.RESEND) if i not in waiting][:limit]
+
     def _send_rows(self, rows: list[OutboxRow]) -> None:
         ledger = self.rows
+        batcher = self.batcher
         for row in rows:
             state = ledger.state(row.id, state_in_store(row.held))
             if RowEvent.SEND not in TRANSITIONS[state]:
                 continue  # already on its way or settled (a resend and a lane can meet after a restart)
             too_large = self._too_large(row.topic, row.payload, row.qos)
+            if too_large is None and batcher is not None:
+                too_large = batcher.add(row)  # it waits for its batch in the state it is in
+                if too_large is None:
+                    continue
             if too_large is not None:
                 self._quarantine(row, RowEvent.TOO_LARGE, too_large, state)
                 continue
@@ -159,12 +192,60 @@ class Publisher:
             self.window.add(mid, row)
             ledger.move(row.id, RowEvent.SEND, state)
 
+    def _send_batches(self, *, flush: bool = False) -> None:
+        """Publish the batches that are due while the window has room."""
+        assert self.batcher is not None
+        ledger = self.rows
+        while self.link.connected and (room := self.window.room):
+            batches, too_large = self.batcher.take(room, flush=flush)
+            for row in too_large:
+                self._quarantine(row, RowEvent.TOO_LARGE, "too_large: over the broker's limits "
+                                 "even alone in a batch", ledger.state(row.id,
+                                                                        state_in_store(row.held)))
+            for batch in batches:
+                self._publish_batch(batch)
+            if not batches:
+                break
+        self.batcher.schedule(self.wake)
+
+    def flush(self) -> None:
+        """Publish every waiting batch now, due or not (at a stop)."""
+        if self.batcher is not None and self.link.connected:
+            self._send_batches(flush=True)
+
+    def _publish_batch(self, batch: Batch) -> None:
+        ledger, batcher = self.rows, self.batcher
+        assert batcher is not None
+        rows = []
+        for row in batch.rows:
+            state = ledger.state(row.id, state_in_store(row.held))
+            if RowEvent.SEND in TRANSITIONS[state]:
+                rows.append((row, state))
+        if len(rows) < len(batch.rows):  # settled meanwhile: send the rest on their own
+            for row, _ in rows:
+                batcher.add(row)
+            return
+        mid = self.link.publish(batch.topic, batch.payload, batch.qos)
+        event = RowEvent.CONNECTION_LOST if mid is None else RowEvent.SEND
+        for row, state in rows:
+            ledger.move(row.id, event, state)
+        if mid is not None:
+            self.window.add(mid, batch.rows)
+
     def _on_publish(self, mid: int, rc: ReasonCode) -> None:
-        row = self.window.settle(mid)
-        if row is None:
+        carried = self.window.settle(mid)
+        if carried is None:
             return  # an at-most-once message written to the socket
         self.settled += 1
         outcome = classify_ack(rc.value)
+        if isinstance(carried, tuple):
+            for row in carried:
+                self._settle_row(row, outcome, rc)
+        else:
+            self._settle_row(carried, outcome, rc)
+        self.wake()
+
+    def _settle_row(self, row: OutboxRow, outcome: AckOutcome, rc: ReasonCode) -> None:
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()
             # A row under end-to-end confirmation stays until the consumer confirms it.
@@ -180,7 +261,6 @@ class Publisher:
             self._retry_later(row, rc)
         else:
             self._quarantine(row, RowEvent.ACK_REJECTED, f"broker rejected: {rc}")
-        self.wake()
 
     def _retry_later(self, row: OutboxRow, rc: ReasonCode) -> None:
         """Send a row the broker did not take for good (RETRY_WAIT) again after a delay."""

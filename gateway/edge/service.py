@@ -62,7 +62,8 @@ class Gateway:
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
-                                   hold_for_confirmation=end_to_end)
+                                   hold_for_confirmation=end_to_end,
+                                   batching=config.batching)
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.intake.on_volatile = self.publisher.wake
@@ -339,6 +340,7 @@ class Gateway:
         await asyncio.gather(*devices, return_exceptions=True)
         self.commit()
         self.publisher.feeding = False
+        self.publisher.flush()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self.publisher.in_flight and self.broker_up and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

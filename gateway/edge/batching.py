@@ -1,0 +1,115 @@
+"""The publisher's batcher: stored rows gathered per device, epoch and QoS, sent as v2 batches.
+
+The grouping, the due rule and the splitting are `gateway.core.batch`; this
+module adds the clock, the row payloads and the timer that wakes the publisher
+when the oldest waiting row reaches `max_delay`. The outbox still holds one row
+per reading: a batch is one publish of several rows (docs/contracts.md, "Wire
+format v2"), and the publisher moves each of them on that publish's ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.core.batch import BatchPolicy, Grouper, split_to_fit
+from gateway.core.batch_wire import MAX_INFLATED_BYTES, batch_topic, compress, encode_text
+from gateway.core.confirmation import prefix_of
+from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.store.outbox import OutboxRow
+
+_GroupKey = tuple[str, str, str, int]  # topic prefix, device, epoch, QoS
+_Waiting = tuple[OutboxRow, Envelope]
+Fits = Callable[[str, bytes, int], bool]  # topic, payload, QoS -> fits the broker's limits
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One message to publish: several rows of one device, epoch and QoS."""
+
+    topic: str
+    qos: int
+    rows: tuple[OutboxRow, ...]
+    payload: bytes
+
+
+class RowBatcher:
+    """Rows taken from the store and not yet published, per group."""
+
+    def __init__(self, policy: BatchPolicy, fits: Fits,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._fits = fits
+        self._clock = clock
+        self._groups: Grouper[_GroupKey, _Waiting] = Grouper(policy.max_readings,
+                                                             policy.max_delay)
+        self._ids: set[int] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self.batches = 0  # messages published by batching
+        self.splits = 0  # batches cut in parts to fit the broker's limits
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, row_id: object) -> bool:
+        return row_id in self._ids
+
+    def add(self, row: OutboxRow) -> str | None:
+        """Queue a row for its batch; why it cannot go in one, or None.
+
+        A row already waiting is not queued twice.
+        """
+        if row.id in self._ids:
+            return None
+        env = decode(row.payload)
+        prefix = prefix_of(row.topic)
+        if isinstance(env, Undecodable) or prefix is None:
+            detail = env.detail if isinstance(env, Undecodable) else f"topic {row.topic}"
+            return f"unbatchable: {detail}"
+        self._groups.add((prefix, row.device, env.epoch, row.qos), (row, env), self._clock())
+        self._ids.add(row.id)
+        return None
+
+    def take(self, limit: int, *, flush: bool = False) -> tuple[list[Batch], list[OutboxRow]]:
+        """Up to about `limit` messages that are due (`flush`: all that wait), and the rows
+        too large to go even alone."""
+        batches: list[Batch] = []
+        alone: list[OutboxRow] = []
+        for (prefix, device, _, qos), waiting in self._groups.take(self._clock(), limit,
+                                                                   flush=flush):
+            topic = batch_topic(prefix, device)
+
+            def encode(part: list[_Waiting], topic: str = topic, qos: int = qos) -> bytes | None:
+                text = encode_text([env for _, env in part])
+                if len(text) > MAX_INFLATED_BYTES:
+                    return None
+                payload = compress(text) if self.policy.compression == "zlib" else text
+                return payload if self._fits(topic, payload, qos) else None
+
+            parts, too_large = split_to_fit(waiting, encode)
+            self.splits += len(parts) - 1 if len(parts) > 1 else 0
+            for part, payload in parts:
+                batches.append(Batch(topic, qos, tuple(row for row, _ in part), payload))
+            alone.extend(row for row, _ in too_large)
+            for row, _ in waiting:
+                self._ids.discard(row.id)
+        self.batches += len(batches)
+        return batches, alone
+
+    def schedule(self, wake: Callable[[], None]) -> None:
+        """Have `wake` called when the oldest waiting row falls due."""
+        due = self._groups.next_due()
+        if due is None or due >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+
+        def fire() -> None:
+            self._timer, self._timer_at = None, float("inf")
+            wake()
+
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, due - self._clock()), fire)
