@@ -35,6 +35,7 @@ class TcpProxy:
         self.stalls = 0
         self.cuts = 0
         self.connections = 0
+        self.bytes_forwarded = 0  # both directions, MQTT bytes as the TCP streams carry them
         self._thread = threading.Thread(target=self._serve, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -122,6 +123,7 @@ class TcpProxy:
             peer.setblocking(True)
             peer.settimeout(2)
             peer.sendall(data)
+            self.bytes_forwarded += len(data)
             peer.setblocking(False)
         except OSError:
             self._close_pair(sock)
