@@ -3,8 +3,8 @@
 The grouping, the due rule and the splitting are `gateway.core.batch`; this
 module adds the clock, the row payloads and the timer that wakes the publisher
 when the oldest waiting row reaches `max_delay`. The outbox still holds one row
-per reading: a batch is one publish of several rows (docs/contracts.md, "Wire
-format v2"), and the publisher moves each of them on that publish's ack.
+per reading: a batch is one publish of several rows, and the publisher moves
+each of them on that publish's ack (docs/contracts.md, "Wire format v2").
 """
 
 from __future__ import annotations
