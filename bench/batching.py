@@ -35,6 +35,7 @@ from bench.harness import (
     print_table,
     ratio,
     row_times,
+    sample,
     service,
     start,
     stop,
@@ -56,6 +57,7 @@ class Run:
     feeder: Feeder
     db: Path
     port: int
+    pids: tuple[int, int]  # the gateway's and the consumer's
 
 
 @contextmanager
@@ -75,7 +77,8 @@ def counted_pipeline(where: Path, top: str, store: str = "") -> Iterator[Run]:
                                                 store=store, top=top), where, "gateway")
         start(gateway, r"device=dev up", timeout=120)
         stack.callback(stop, gateway)
-        yield Run(proxy, feeder, db, b.port)
+        assert gateway.proc is not None and consumer.proc is not None
+        yield Run(proxy, feeder, db, b.port, (gateway.proc.pid, consumer.proc.pid))
 
 
 def paced(where: Path, top: str, seconds: float) -> tuple[float, list[float], int]:
@@ -93,35 +96,24 @@ def paced(where: Path, top: str, seconds: float) -> tuple[float, list[float], in
     return used / max(1, got), latencies, wanted - got
 
 
-def throughput(where: Path, lines: int) -> tuple[float, float, int]:
-    """Batched durable readings/s, raw paho QoS 1 messages/s on the same broker, lost."""
+def throughput(where: Path, lines: int) -> tuple[object, ...]:
+    """Batched durable readings/s, raw paho QoS 1 messages/s on the same broker, the ratio,
+    readings lost, and CPU seconds per 1000 readings of the gateway and of the consumer."""
     wanted = lines * len(STREAMS)
     with counted_pipeline(where, "confirmation: broker\n" + BATCHING) as run:
+        cpu = [sample(pid).cpu_s for pid in run.pids]
         fed = run.feeder.send(lines)
         got = wait_rows(run.db, wanted, timeout=900)
+        cpu = [(sample(pid).cpu_s - before) / got * 1000 for pid, before in zip(run.pids, cpu,
+                                                                               strict=True)]
         end = max(rx for _, rx in row_times(run.db))
         rate = got / (end - fed["first"])
         raw = raw_paho(run.port, 1, min(lines * len(STREAMS), 30000))
-    return rate, raw.rate, wanted - got
+    return (round(rate), round(raw.rate), ratio(rate, raw.rate), wanted - got,
+            f"{cpu[0]:.3f}", f"{cpu[1]:.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the three figures; print one table each."""
-    parser = argparse.ArgumentParser(prog="python -m bench.batching", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=60.0, help="seconds of the paced runs")
-    parser.add_argument("--lines", type=int, default=20000, help="lines of the throughput run")
-    parser.add_argument("--quick", action="store_true", help="20 s paced, 5000 lines")
-    parser.add_argument("--workdir", type=Path)
-    args = parser.parse_args(argv)
-    seconds, lines = (20.0, 5000) if args.quick else (args.seconds, args.lines)
-    if not 5 <= seconds <= 3600 or lines < 100:
-        parser.error("--seconds from 5 to 3600; --lines at least 100")
-    print_header("Batching: wire format v2 against one reading per message",
-                 {"paced": f"{RATE:g} lines/s x {len(STREAMS)} at-least-once streams, "
-                           f"{seconds:g} s", "batching": "max_readings 100, max_delay 2s, zlib",
-                  "bytes": "counted by a TCP proxy, both directions",
-                  "throughput": f"{lines} lines x {len(STREAMS)} streams, unpaced"})
+def _paced_table(args: argparse.Namespace, seconds: float) -> None:
     figures = {}
     for name, top in (("unbatched", ""), ("batched", BATCHING)):
         keep = args.workdir / name if args.workdir else None
@@ -135,11 +127,36 @@ def main(argv: list[str] | None = None) -> int:
     added = percentile(batched[1], 99) - percentile(plain[1], 99)
     print(f"\nadded latency p99: {added * 1000:.0f} ms (max_delay 2000 ms); "
           f"bytes per reading {batched[0] / plain[0]:.3f}x (target 0.3x or less)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three figures; print one table each."""
+    parser = argparse.ArgumentParser(prog="python -m bench.batching", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0, help="seconds of the paced runs")
+    parser.add_argument("--lines", type=int, default=20000, help="lines of the throughput run")
+    parser.add_argument("--quick", action="store_true", help="20 s paced, 5000 lines")
+    parser.add_argument("--only", choices=("paced", "throughput"), help="run one part")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    seconds, lines = (20.0, 5000) if args.quick else (args.seconds, args.lines)
+    if not 5 <= seconds <= 3600 or lines < 100:
+        parser.error("--seconds from 5 to 3600; --lines at least 100")
+    print_header("Batching: wire format v2 against one reading per message",
+                 {"paced": f"{RATE:g} lines/s x {len(STREAMS)} at-least-once streams, "
+                           f"{seconds:g} s", "batching": "max_readings 100, max_delay 2s, zlib",
+                  "bytes": "counted by a TCP proxy, both directions",
+                  "throughput": f"{lines} lines x {len(STREAMS)} streams, unpaced"})
+    if args.only != "throughput":
+        _paced_table(args, seconds)
+    if args.only == "paced":
+        return 0
     keep = args.workdir / "throughput" if args.workdir else None
     with workdir(keep) as where:
-        rate, raw, lost = throughput(where, lines)
-    print_table(("run", "readings/s", "raw paho QoS 1 msg/s", "vs raw paho", "lost"),
-                [("batched, at-least-once", round(rate), round(raw), ratio(rate, raw), lost)])
+        figures_row = throughput(where, lines)
+    print_table(("run", "readings/s", "raw paho QoS 1 msg/s", "vs raw paho", "lost",
+                 "gateway CPU s/1000", "consumer CPU s/1000"),
+                [("batched, at-least-once", *figures_row)])
     return 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -62,8 +63,14 @@ AFTER_S = 20.0  # lines sent after the link is back, while the backlog drains
 
 
 def _ip(*args: str, ns: str | None = None) -> None:
-    command = ["ip", *args] if ns is None else ["ip", "netns", "exec", ns, *args]
-    subprocess.run(command, check=True, capture_output=True, timeout=30)
+    """`ip ARGS`, in namespace `ns` when given."""
+    _run(["ip", *args] if ns is None else ["ip", "netns", "exec", ns, "ip", *args])
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
 
 
 def _remove_namespaces() -> None:
@@ -84,9 +91,8 @@ def shaped_link(rate_kbit: int) -> Iterator[None]:
             _ip("addr", "add", f"{addr}/30", "dev", dev, ns=ns)
             _ip("link", "set", dev, "up", ns=ns)
             _ip("link", "set", "lo", "up", ns=ns)
-            subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root",
-                            "tbf", "rate", f"{rate_kbit}kbit", "burst", "4kb", "latency",
-                            "500ms"], check=True, capture_output=True, timeout=30)
+            _run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                  "rate", f"{rate_kbit}kbit", "burst", "4kb", "latency", "500ms"])
         yield
     finally:
         _remove_namespaces()
@@ -224,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mean seconds between stalls of 3 s (0: none)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
+    # A SIGTERM (a `timeout`) unwinds too, so the namespaces and processes are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.outage = 30.0
     if not 5 <= args.outage <= 3600 or not 16 <= args.rate_kbit <= 100_000 \

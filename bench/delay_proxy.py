@@ -3,7 +3,8 @@
     python -m bench.delay_proxy LISTEN_HOST LISTEN_PORT TARGET_PORT ONE_WAY_S STATS_FILE
         [--stall-every S] [--stall-for S] [--seed N]
 
-Run by bench/cellular.py inside the broker's network namespace. Every chunk
+Run by bench/cellular.py inside the broker's network namespace; it forwards to
+TARGET_PORT on LISTEN_HOST (where mosquitto listens there). Every chunk
 read from one side is delivered to the other `ONE_WAY_S` seconds later (so a
 round trip costs twice that), in order. Now and then (an exponential wait of
 mean `--stall-every`) the link stalls for `--stall-for` seconds: nothing is
@@ -64,7 +65,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", args.target_port)
+            up_reader, up_writer = await asyncio.open_connection(args.host, args.target_port)
         except OSError:
             writer.close()
             return

@@ -61,15 +61,44 @@ def encode_text(readings: list[Envelope]) -> bytes:
     Raises:
         ValueError: no readings, too many, or readings of different batches.
     """
-    if not readings or len(readings) > MAX_BATCH_READINGS:
-        raise ValueError(f"a batch holds 1 to {MAX_BATCH_READINGS} readings, not {len(readings)}")
+    if not readings:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_READINGS} readings, not 0")
     first = readings[0]
     head = (first.gateway, first.epoch, first.device)
     if any((r.gateway, r.epoch, r.device) != head for r in readings):
         raise ValueError("a batch holds readings of one gateway, epoch and device")
-    body = {"v": BATCH_VERSION, "gateway": first.gateway, "epoch": first.epoch,
-            "device": first.device, "readings": [_reading(r) for r in readings]}
+    return encode_items(first.gateway, first.epoch, first.device, [_reading(r) for r in readings])
+
+
+def encode_items(gateway: str, epoch: str, device: str, items: list[dict[str, Any]]) -> bytes:
+    """The v2 JSON text of readings given as their v2 objects (see `item_of_v1`).
+
+    Raises:
+        ValueError: no readings or too many.
+    """
+    if not items or len(items) > MAX_BATCH_READINGS:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_READINGS} readings, not {len(items)}")
+    body = {"v": BATCH_VERSION, "gateway": gateway, "epoch": epoch, "device": device,
+            "readings": items}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+_HEAD_KEYS = frozenset({"v", "gateway", "epoch", "device"})
+
+
+def item_of_v1(payload: bytes) -> tuple[str, str, dict[str, Any]] | None:
+    """The gateway, epoch and v2 reading object of a v1 payload the gateway itself encoded
+    (its outbox rows), or None when it is not one: the fields are kept as they are."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("v") != WIRE_VERSION:
+        return None
+    gateway, epoch = body.get("gateway"), body.get("epoch")
+    if not isinstance(gateway, str) or not isinstance(epoch, str):
+        return None
+    return gateway, epoch, {k: v for k, v in body.items() if k not in _HEAD_KEYS}
 
 
 def compress(text: bytes) -> bytes:

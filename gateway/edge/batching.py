@@ -13,15 +13,21 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.core.batch import BatchPolicy, Grouper, split_to_fit
-from gateway.core.batch_wire import MAX_INFLATED_BYTES, batch_topic, compress, encode_text
+from gateway.core.batch_wire import (
+    MAX_INFLATED_BYTES,
+    batch_topic,
+    compress,
+    encode_items,
+    item_of_v1,
+)
 from gateway.core.confirmation import prefix_of
-from gateway.core.envelope import Envelope, Undecodable, decode
 from gateway.store.outbox import OutboxRow
 
-_GroupKey = tuple[str, str, str, int]  # topic prefix, device, epoch, QoS
-_Waiting = tuple[OutboxRow, Envelope]
+_GroupKey = tuple[str, str, str, str, int]  # topic prefix, gateway, device, epoch, QoS
+_Waiting = tuple[OutboxRow, dict[str, Any]]  # the row and its reading as a v2 object
 Fits = Callable[[str, bytes, int], bool]  # topic, payload, QoS -> fits the broker's limits
 
 
@@ -64,12 +70,12 @@ class RowBatcher:
         """
         if row.id in self._ids:
             return None
-        env = decode(row.payload)
+        found = item_of_v1(row.payload)
         prefix = prefix_of(row.topic)
-        if isinstance(env, Undecodable) or prefix is None:
-            detail = env.detail if isinstance(env, Undecodable) else f"topic {row.topic}"
-            return f"unbatchable: {detail}"
-        self._groups.add((prefix, row.device, env.epoch, row.qos), (row, env), self._clock())
+        if found is None or prefix is None:
+            return f"unbatchable: not a v1 reading on {{prefix}}/{{device}}/{{stream}} ({row.topic})"
+        gateway, epoch, item = found
+        self._groups.add((prefix, gateway, row.device, epoch, row.qos), (row, item), self._clock())
         self._ids.add(row.id)
         return None
 
@@ -78,12 +84,13 @@ class RowBatcher:
         too large to go even alone."""
         batches: list[Batch] = []
         alone: list[OutboxRow] = []
-        for (prefix, device, _, qos), waiting in self._groups.take(self._clock(), limit,
-                                                                   flush=flush):
+        for key, waiting in self._groups.take(self._clock(), limit, flush=flush):
+            prefix, gateway, device, epoch, qos = key
             topic = batch_topic(prefix, device)
 
-            def encode(part: list[_Waiting], topic: str = topic, qos: int = qos) -> bytes | None:
-                text = encode_text([env for _, env in part])
+            def encode(part: list[_Waiting], topic: str = topic, qos: int = qos,
+                       head: tuple[str, str, str] = (gateway, device, epoch)) -> bytes | None:
+                text = encode_items(head[0], head[2], head[1], [item for _, item in part])
                 if len(text) > MAX_INFLATED_BYTES:
                     return None
                 payload = compress(text) if self.policy.compression == "zlib" else text
