@@ -71,39 +71,65 @@ def encode_text(readings: list[Envelope]) -> bytes:
 
 
 def encode_items(gateway: str, epoch: str, device: str, items: list[dict[str, Any]]) -> bytes:
-    """The v2 JSON text of readings given as their v2 objects (see `item_of_v1`).
+    """The v2 JSON text of readings given as their v2 objects.
+
+    Raises:
+        ValueError: no readings or too many.
+    """
+    return join_items(gateway, epoch, device, [
+        json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        for item in items])
+
+
+def join_items(gateway: str, epoch: str, device: str, items: list[bytes]) -> bytes:
+    """The v2 JSON text of readings given as the JSON text of their v2 objects
+    (see `item_of_v1`), which is taken as it is.
 
     Raises:
         ValueError: no readings or too many.
     """
     if not items or len(items) > MAX_BATCH_READINGS:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH_READINGS} readings, not {len(items)}")
-    body = {"v": BATCH_VERSION, "gateway": gateway, "epoch": epoch, "device": device,
-            "readings": items}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    head = json.dumps({"v": BATCH_VERSION, "gateway": gateway, "epoch": epoch,
+                       "device": device}, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"".join((head[:-1], b',"readings":[', b",".join(items), b"]}"))
 
 
-_HEAD_KEYS = frozenset({"v", "gateway", "epoch", "device"})
+_STREAM_KEY = b',"stream":'
+_EPOCH_KEY = b'"epoch":"'
+_V1_START = b'{"v":1,"gateway":"'
 
 
-def item_of_v1(payload: bytes) -> tuple[str, str, dict[str, Any]] | None:
-    """The gateway, epoch and v2 reading object of a v1 payload the gateway itself encoded
-    (its outbox rows), or None when it is not one: the fields are kept as they are."""
+def item_of_v1(payload: bytes) -> tuple[str, str, bytes] | None:
+    """The gateway, epoch and v2 reading object (JSON text) of a v1 payload as
+    `gateway.core.envelope.encode` writes it (an outbox row's), or None for any other.
+
+    `encode` writes the keys v, gateway, epoch, device, stream, seq, ts, value,
+    unit, confirm in that order, and a JSON string holds no unescaped quote, so
+    the first `,"stream":` starts the reading's own fields: they are cut out as
+    they are, with no parsing.
+    """
+    stream_at = payload.find(_STREAM_KEY)
+    epoch_at = payload.find(_EPOCH_KEY)
+    if not payload.startswith(_V1_START) or stream_at < 0 or not 0 < epoch_at < stream_at:
+        return None
+    gateway_end = payload.find(b'"', len(_V1_START))
+    epoch_start = epoch_at + len(_EPOCH_KEY)
+    epoch_end = payload.find(b'"', epoch_start)
+    if not len(_V1_START) < gateway_end < epoch_at or not epoch_start < epoch_end < stream_at:
+        return None
     try:
-        body = json.loads(payload)
-    except ValueError:
+        gateway = payload[len(_V1_START):gateway_end].decode()
+        epoch = payload[epoch_start:epoch_end].decode()
+    except UnicodeDecodeError:
         return None
-    if not isinstance(body, dict) or body.get("v") != WIRE_VERSION:
-        return None
-    gateway, epoch = body.get("gateway"), body.get("epoch")
-    if not isinstance(gateway, str) or not isinstance(epoch, str):
-        return None
-    return gateway, epoch, {k: v for k, v in body.items() if k not in _HEAD_KEYS}
+    return gateway, epoch, b"{" + payload[stream_at + 1:]
 
 
 def compress(text: bytes) -> bytes:
-    """The compressed form of a v2 text: the mark, then zlib."""
-    return ZLIB_MARK + zlib.compress(text, 9)
+    """The compressed form of a v2 text: the mark, then zlib (its default level, 6: level 9
+    saves some 7% more of a batch's bytes for half again the CPU)."""
+    return ZLIB_MARK + zlib.compress(text, 6)
 
 
 def encode_batch(readings: list[Envelope], compression: str = "none") -> bytes:

@@ -13,21 +13,20 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.core.batch import BatchPolicy, Grouper, split_to_fit
 from gateway.core.batch_wire import (
     MAX_INFLATED_BYTES,
     batch_topic,
     compress,
-    encode_items,
     item_of_v1,
+    join_items,
 )
 from gateway.core.confirmation import prefix_of
 from gateway.store.outbox import OutboxRow
 
 _GroupKey = tuple[str, str, str, str, int]  # topic prefix, gateway, device, epoch, QoS
-_Waiting = tuple[OutboxRow, dict[str, Any]]  # the row and its reading as a v2 object
+_Waiting = tuple[OutboxRow, bytes]  # the row and its reading as a v2 object (JSON text)
 Fits = Callable[[str, bytes, int], bool]  # topic, payload, QoS -> fits the broker's limits
 
 
@@ -90,7 +89,7 @@ class RowBatcher:
 
             def encode(part: list[_Waiting], topic: str = topic, qos: int = qos,
                        head: tuple[str, str, str] = (gateway, device, epoch)) -> bytes | None:
-                text = encode_items(head[0], head[2], head[1], [item for _, item in part])
+                text = join_items(head[0], head[2], head[1], [item for _, item in part])
                 if len(text) > MAX_INFLATED_BYTES:
                     return None
                 payload = compress(text) if self.policy.compression == "zlib" else text

@@ -16,6 +16,8 @@ from gateway.core.batch_wire import (
     encode_batch,
     encode_text,
     inflate,
+    item_of_v1,
+    join_items,
     topic_device,
 )
 from gateway.core.envelope import Envelope, Undecodable, decode, encode
@@ -138,3 +140,27 @@ def test_encode_refuses_what_is_not_one_batch() -> None:
         encode_text(_readings(1) * (MAX_BATCH_READINGS + 1))
     with pytest.raises(ValueError, match="one gateway, epoch and device"):
         encode_text(_readings(1) + _readings(1, device="other"))
+
+
+@pytest.mark.parametrize("env", [
+    Envelope("g1", "e1", "dev", "s", 1, 1.7e9, 1.5, None),
+    Envelope("g-1_x", "20261204T020340Z-4985c81c", 'd"ev', "s,\"stream\":", 9, 0.0,
+             {"stream": "x", "list": [1, "é"]}, "°C", confirm=True),
+    Envelope("g1", "e1", "dév", "ström", 2**63 - 1, 1.7e9, 'a\\"b', "%"),
+])
+def test_the_reading_cut_from_a_v1_payload_is_its_v2_object(env: Envelope) -> None:
+    found = item_of_v1(encode(env))
+    assert found is not None
+    gateway, epoch, item = found
+    assert (gateway, epoch) == (env.gateway, env.epoch)
+    text = join_items(gateway, epoch, env.device, [item, item])
+    assert text == encode_text([env, env])
+    assert decode_message(batch_topic("gw", env.device), text) == [env, env]
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"{}", b'{"v":2,"gateway":"g","epoch":"e","device":"d","stream":"s"}',
+    b'{"v":1,"gateway":"g","device":"d","stream":"s"}', b'{"v":1,"gateway":"g\xff","epoch":"e",'
+    b'"device":"d","stream":"s","seq":1}', b"not json"])
+def test_anything_but_a_v1_payload_of_the_encoder_is_not_cut(payload: bytes) -> None:
+    assert item_of_v1(payload) is None
