@@ -27,6 +27,7 @@ from gateway.store.outbox import OutboxRow
 
 _GroupKey = tuple[str, str, str, str, int]  # topic prefix, gateway, device, epoch, QoS
 _Waiting = tuple[OutboxRow, bytes]  # the row and its reading as a v2 object (JSON text)
+MAX_WAITING_BYTES = 16 * 1024 * 1024  # payload bytes of rows waiting, past which none is taken
 Fits = Callable[[str, bytes, int], bool]  # topic, payload, QoS -> fits the broker's limits
 
 
@@ -51,6 +52,7 @@ class RowBatcher:
         self._groups: Grouper[_GroupKey, _Waiting] = Grouper(policy.max_readings,
                                                              policy.max_delay)
         self._ids: set[int] = set()
+        self.waiting_bytes = 0  # the payloads of the rows waiting
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self.batches = 0  # messages published by batching
@@ -76,7 +78,13 @@ class RowBatcher:
         gateway, epoch, item = found
         self._groups.add((prefix, gateway, row.device, epoch, row.qos), (row, item), self._clock())
         self._ids.add(row.id)
+        self.waiting_bytes += len(row.payload)
         return None
+
+    @property
+    def full(self) -> bool:
+        """True when the rows waiting hold so many bytes that no more are to be taken."""
+        return self.waiting_bytes >= MAX_WAITING_BYTES
 
     def take(self, limit: int, *, flush: bool = False) -> tuple[list[Batch], list[OutboxRow]]:
         """Up to about `limit` messages that are due (`flush`: all that wait), and the rows
@@ -102,6 +110,7 @@ class RowBatcher:
             alone.extend(row for row, _ in too_large)
             for row, _ in waiting:
                 self._ids.discard(row.id)
+                self.waiting_bytes -= len(row.payload)
         self.batches += len(batches)
         return batches, alone
 

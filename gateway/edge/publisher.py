@@ -135,6 +135,8 @@ class Publisher:
         room = self.window.room
         if self.batcher is None:
             return room
+        if self.batcher.full:  # large readings: memory, not the window, is the bound
+            return 0
         return max(0, room * self.batcher.policy.max_readings - len(self.batcher))
 
     def _fill_window(self) -> None:

@@ -87,3 +87,13 @@ def test_row_batcher_splits_to_the_broker_packet_size() -> None:
     assert batcher.splits >= 1
     decoded = [e for b in batches for e in decode_message(b.topic, b.payload)]
     assert sorted(e.seq for e in decoded if isinstance(e, Envelope)) == sorted(sent)
+
+
+def test_row_batcher_counts_the_bytes_it_holds() -> None:
+    batcher = RowBatcher(BatchPolicy(10, 0.0, "none"), lambda *_: True)
+    rows = [_row(i, "x" * 1000) for i in range(1, 4)]
+    for row in rows:
+        batcher.add(row)
+    assert batcher.waiting_bytes == sum(len(r.payload) for r in rows) and not batcher.full
+    batcher.take(10)
+    assert batcher.waiting_bytes == 0 and len(batcher) == 0
