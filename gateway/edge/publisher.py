@@ -317,6 +317,14 @@ class Publisher:
         """Rows acknowledged, to be deleted at the next group commit."""
         return self.rows.ids(RowState.ACKED)
 
+    def batch_figures(self) -> dict[str, int]:
+        """What `status` shows of batching: messages that were batches, batches split to fit
+        the broker's limits, rows waiting for their batch (nothing when batching is off)."""
+        if self.batcher is None:
+            return {}
+        return {"batches_sent": self.batcher.batches, "batch_splits": self.batcher.splits,
+                "batch_waiting": len(self.batcher)}
+
     @property
     def in_flight(self) -> int:
         """Messages sent and not yet acknowledged."""

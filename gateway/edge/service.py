@@ -220,6 +220,7 @@ class Gateway:
             "confirmation": self.config.confirmation,
             "store_disk_full": self.outbox.disk_full,
             **(self.tracker.figures() if self.tracker is not None else {}),
+            **self.publisher.batch_figures(),
         }
 
     async def _summaries(self) -> None:

@@ -33,6 +33,14 @@ def test_batched_readings_arrive_exactly_once(rig_factory: type[Rig]) -> None:
     table = rig.report("batched, zlib")
     assert_durable_exact(table)
     assert table["amo"].duplicates_in_readings == 0, table["amo"].line()
+    # 1000 durable readings in batches of up to 100: 10 messages or more, far fewer than 1000.
+    # (`status` shows the running process's figures as it last wrote them.)
+    def batches_sent() -> int:
+        runtime = rig.status()["runtime"]
+        return int(runtime["batches_sent"]) if isinstance(runtime, dict) else 0
+
+    wait_for(lambda: batches_sent() >= 10, timeout=15, what="status showing the batches sent")
+    assert batches_sent() < 200
     batches = rig.gateway.log_text()
     assert rig.gateway.terminate() == 0
     assert "Traceback" not in batches + rig.consumer.log_text()
