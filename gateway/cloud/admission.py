@@ -20,11 +20,14 @@ import json
 from dataclasses import dataclass
 
 from gateway.core.batch_wire import BATCH_LEVEL, decode_message
+from gateway.core.confirmation import CONFIRM_LEVEL
 from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.core.presence import STATUS_LEVEL
 from gateway.core.topics import GATEWAY_ID, ReadingTopic, segment_problem
 
 EXCERPT_CHARS = 512  # of a refused payload, kept in `rejected_payloads`
 _TOPIC_CHARS = 512
+RESERVED_LEVELS = (CONFIRM_LEVEL, STATUS_LEVEL, BATCH_LEVEL)  # never a device or a stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,9 @@ def _check(shown: str, named: tuple[str, str, str] | None, template: str,
         return Refusal(shown, "bad_name", clean(problem), excerpt(payload), digest)
     carried = (decoded.gateway, decoded.device, decoded.stream)
     if named is not None and named[2] == BATCH_LEVEL:
+        if decoded.stream in RESERVED_LEVELS:
+            return Refusal(shown, "bad_name", f"stream {decoded.stream!r}: it is reserved",
+                           excerpt(payload), digest)
         named = (named[0], named[1], decoded.stream)
     if named != carried:
         detail = (f"the topic does not match {template}" if named is None else

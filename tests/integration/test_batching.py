@@ -2,7 +2,7 @@
 
 Counts are the proof: every durable reading once in `readings`, a gateway
 SIGKILL mid-batch loses and duplicates nothing, a batch with one bad reading
-stores the rest, and batching carries a reading in at most 0.3x the bytes
+stores the rest, readings with a max_age go alone, and batching carries a reading in at most 0.3x the bytes
 of the same run without it (counted by a TCP proxy between gateway and broker).
 """
 
@@ -44,6 +44,20 @@ def test_batched_readings_arrive_exactly_once(rig_factory: type[Rig]) -> None:
     batches = rig.gateway.log_text()
     assert rig.gateway.terminate() == 0
     assert "Traceback" not in batches + rig.consumer.log_text()
+
+
+def test_readings_with_a_max_age_go_alone_with_their_expiry(rig_factory: type[Rig]) -> None:
+    streams = {"alo": "at-least-once", "eo": "exactly-once, max_age: 1h"}
+    rig = rig_factory(streams=streams, gateway_extra=BATCHING)
+    rig.start_consumer()
+    rig.start_gateway()
+    rig.send(200, per_second=1000)
+    rig.wait_delivered()
+    assert_durable_exact(rig.report("batched, one stream with max_age"))
+    assert rig.tap is not None
+    assert rig.tap.batched["eo"] == 0, "a reading with a max_age never goes in a batch"
+    assert rig.tap.batched["alo"] >= 200, rig.tap.batched
+    assert rig.gateway.terminate() == 0
 
 
 def test_gateway_killed_mid_batch_loses_and_duplicates_nothing(rig_factory: type[Rig]) -> None:

@@ -27,6 +27,7 @@ class WireTap:
         self.port = port
         self.topic = topic
         self.copies: Counter[Identity] = Counter()
+        self.batched: Counter[str] = Counter()  # copies per stream that came in a v2 batch
         self.messages = 0
         self.subscribed = threading.Event()
         self.subscriptions = 0  # how many times it (re)subscribed
@@ -65,6 +66,8 @@ class WireTap:
         for env in decode_message(topic, bytes(payload)):  # v1: one reading; a v2 batch: several
             if isinstance(env, Envelope):
                 self.copies[(env.gateway, env.epoch, env.device, env.stream, env.seq)] += 1
+                if topic.endswith("/_batch"):
+                    self.batched[env.stream] += 1
 
     def hold(self) -> None:
         """Do not reconnect after the connection drops, until `release()`.
