@@ -4,11 +4,12 @@
 
 pty sensor -> gateway -> TCP proxy -> mosquitto (persistence off) -> consumer
 -> SQLite `readings`, with the gateway's state dir on a small tmpfs. Faults of
-six kinds are injected one after the other on a schedule drawn from the seed
+seven kinds are injected one after the other on a schedule drawn from the seed
 (rounds that each hold every kind once, in a shuffled order): broker SIGKILL
 and restart, gateway SIGKILL and restart, consumer SIGKILL and restart, the
 link stalled or cut (alternately) through the proxy, the serial device
-unplugged and replugged, and the store's disk filled then freed. The device
+unplugged and replugged, the store's disk filled then freed, and the link slowed
+to 4 KB/s through the proxy (a slow cellular link) for a while. The device
 sends lines before, during and after each fault; after each fault the run
 waits until the path has settled before the next one.
 
@@ -24,7 +25,7 @@ The modules, from the bottom up:
     schedule    the fault kinds, the seeded schedule, each fault's figures
     watch       log counters, process liveness, waits with a deadline
     ledger      what the store and the consumer's database record
-    faults      the six faults, injected against the rig
+    faults      the seven faults, injected against the rig
     figures     counting a finished run, and the pass criteria
     interrupts  SIGTERM/SIGINT, held back while a run is being closed
     run         one run in one mode, start to finish (`run_mode`)

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Inject faults into a real gateway -> broker -> consumer path and check "
                     "the delivery guarantees (run from the repository root, as root).")
     parser.add_argument("--faults", type=int, default=None,
-                        help="number of faults per mode (spread evenly over the six kinds)")
+                        help="number of faults per mode (spread evenly over the seven kinds)")
     parser.add_argument("--duration", type=float, default=None,
                         help="inject faults for this many seconds per mode (with --faults: "
                              "whichever ends first)")
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="longest link stall in seconds (default 13; half the stalls last "
                              "85-100%% of it; the gateway gives a silent link up after 10-11 s)")
     parser.add_argument("--kinds", default=",".join(KINDS),
-                        help="comma-separated fault kinds to inject (default: all six: "
-                             f"{','.join(KINDS)}); the guarantees are only claimed for all six")
+                        help="comma-separated fault kinds to inject (default: all seven: "
+                             f"{','.join(KINDS)}); the guarantees are only claimed for all seven")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress line per fault on stderr")
     parser.add_argument("--workdir", type=Path, default=None,

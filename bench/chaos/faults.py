@@ -1,4 +1,4 @@
-"""Fault injection against the rig: the six fault kinds, each with the device sending
+"""Fault injection against the rig: the seven fault kinds, each with the device sending
 lines before, during (where a device can) and after it.
 
 Each fault is a method taking the `Episode` it belongs to and its `Params`;
@@ -23,6 +23,7 @@ from bench.chaos.watch import HarnessError, LogCounter, Watch
 from tests.support.rig import DURABLE, Rig
 from tests.support.tmpfs import Tmpfs
 
+SLOW_LINK_BYTES_PER_S = 4000
 RESUME_TIMEOUT = 120.0  # longest wait for the gateway to store again after a full disk
 
 
@@ -55,6 +56,7 @@ class FaultInjector:
             "link": self.link,
             "serial_unplug": self.serial_unplug,
             "disk_full": self.disk_full,
+            "slow_link": self.slow_link,
         }[kind]
 
     def send(self, count: int, per_second: float | None = None) -> None:
@@ -156,6 +158,22 @@ class FaultInjector:
             self.send(p.during)
             watch.wait(lambda: self.gw_connected.count() > connected_before, 40,
                        "the gateway to reconnect after the cut")
+        self.send(p.after)
+
+    def slow_link(self, ep: Episode, p: Params) -> None:
+        """Pace the proxy's link to a cellular-like 4 KB/s (32 kbit/s) for the stall's length
+        while the device sends: readings queue in the outbox and drain once it is fast again."""
+        proxy = self.rig.proxy
+        assert proxy is not None
+        ep.variant = f"{SLOW_LINK_BYTES_PER_S // 1000} KB/s for {p.stall_seconds:.1f}s"
+        self.send(p.before)
+        proxy.slow(SLOW_LINK_BYTES_PER_S)
+        self.faults["slow link"] += 1
+        until = time.monotonic() + p.stall_seconds
+        self.send(p.during)
+        self.wait_stored()
+        self.watch.soft_wait(lambda: time.monotonic() >= until, p.stall_seconds + 1)
+        proxy.fast()
         self.send(p.after)
 
     def serial_unplug(self, ep: Episode, p: Params) -> None:

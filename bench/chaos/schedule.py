@@ -1,4 +1,4 @@
-"""The fault schedule: the six fault kinds, the order they come in, and the figures of each.
+"""The fault schedule: the seven fault kinds, the order they come in, and the figures of each.
 
 Everything random in a run is drawn here from the seed, up front, so the same
 seed gives the same faults in the same order with the same line counts and
@@ -12,7 +12,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-KINDS = ("broker_kill", "gateway_kill", "consumer_kill", "link", "serial_unplug", "disk_full")
+KINDS = ("broker_kill", "gateway_kill", "consumer_kill", "link", "serial_unplug", "disk_full",
+         "slow_link")
 KIND_LABELS = {
     "broker_kill": "broker SIGKILL",
     "gateway_kill": "gateway SIGKILL",
@@ -20,10 +21,11 @@ KIND_LABELS = {
     "link": "link stall/cut",
     "serial_unplug": "serial unplug",
     "disk_full": "disk full",
+    "slow_link": "slow link",
 }
 # How each injected fault is counted in the table (the link kind has two variants).
 FAULT_COUNTERS = ("broker SIGKILL", "gateway SIGKILL", "consumer SIGKILL", "link stall",
-                  "link cut", "serial unplug", "disk full")
+                  "link cut", "serial unplug", "disk full", "slow link")
 
 
 def schedule(rng: random.Random, kinds: tuple[str, ...] = KINDS) -> Iterator[str]:

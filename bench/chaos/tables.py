@@ -28,7 +28,7 @@ def render(result: RunResult) -> str:
     ]
     if set(opts.kinds) != set(KINDS):
         lines.append(f"only these kinds were injected: {', '.join(opts.kinds)} "
-                     "(the pass criteria are claimed for runs of all six)")
+                     "(the pass criteria are claimed for runs of all seven)")
 
     def row(label: str, cells: list[str]) -> str:
         return f"  {label:<34}" + "".join(f"{c:>16}" for c in cells)

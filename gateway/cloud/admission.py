@@ -6,6 +6,11 @@ the raw payload's size (`too_large`, before any decoding), the envelope
 config rules: `bad_name`), and the identity the topic names (`topic_mismatch`:
 a client may only write readings of the gateway, device and stream its topic
 says, which is what a broker ACL such as `pattern write gw/%c/+/+` controls).
+
+A batch (wire format v2, on `{topic_prefix}/{device}/_batch`) is checked the same
+way, reading by reading (`admit_all`): its raw size first, then the v2 decoder
+(inflating no more than its bound), then each reading's names, and its gateway
+and device against the topic's; each reading names its own stream.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from gateway.core.batch_wire import BATCH_LEVEL, decode_message
+from gateway.core.confirmation import CONFIRM_LEVEL
 from gateway.core.envelope import Envelope, Undecodable, decode
+from gateway.core.presence import STATUS_LEVEL
 from gateway.core.topics import GATEWAY_ID, ReadingTopic, segment_problem
 
 EXCERPT_CHARS = 512  # of a refused payload, kept in `rejected_payloads`
 _TOPIC_CHARS = 512
+RESERVED_LEVELS = (CONFIRM_LEVEL, STATUS_LEVEL, BATCH_LEVEL)  # never a device or a stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,26 +77,65 @@ def _unicode_problem(value: str) -> str | None:
     return None
 
 
+def _oversize(shown: str, payload: bytes | bytearray, max_payload: int) -> Refusal | None:
+    if len(payload) > max_payload:
+        return Refusal(shown, "too_large", f"{len(payload)} bytes, over max_payload "
+                       f"{max_payload}", excerpt(payload, 128), _digest(payload))
+    return None
+
+
 def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payload: int
           ) -> Envelope | Refusal:
     """The reading a message carries, or why it is refused."""
     shown = json.dumps(topic[:_TOPIC_CHARS])[1:-1]  # one log line, whatever the topic holds
-    if len(payload) > max_payload:
-        return Refusal(shown, "too_large", f"{len(payload)} bytes, over max_payload "
-                       f"{max_payload}", excerpt(payload, 128), _digest(payload))
+    oversize = _oversize(shown, payload, max_payload)
+    if oversize is not None:
+        return oversize
     decoded = decode(payload if isinstance(payload, bytes) else bytes(payload))
+    return _check(shown, topics.identity(topic), topics.template, decoded, payload,
+                  _digest(payload))
+
+
+def admit_all(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payload: int
+              ) -> list[Envelope | Refusal]:
+    """The readings a message carries, each admitted or refused: one for a v1 message, one
+    per reading (or a single refusal for the whole) for a batch on a `_batch` topic."""
+    named = topics.identity(topic)
+    if named is None or named[2] != BATCH_LEVEL:
+        return [admit(topic, payload, topics, max_payload)]
+    shown = json.dumps(topic[:_TOPIC_CHARS])[1:-1]
+    oversize = _oversize(shown, payload, max_payload)  # before anything is inflated
+    if oversize is not None:
+        return [oversize]
+    raw = payload if isinstance(payload, bytes) else bytes(payload)
+    decoded = decode_message(topic, raw, v1=False)
+    digest = _digest(raw)
+    # Each refused reading of a batch is its own refusal (kept once per reading).
+    return [_check(shown, named, topics.template, item, raw,
+                   digest if len(decoded) == 1 else _digest(raw + index.to_bytes(4, "big")))
+            for index, item in enumerate(decoded)]
+
+
+def _check(shown: str, named: tuple[str, str, str] | None, template: str,
+           decoded: Envelope | Undecodable, payload: bytes | bytearray, digest: bytes
+           ) -> Envelope | Refusal:
+    """A decoded reading's names and identity against the topic's (a batch topic names no
+    stream: each reading names its own)."""
     if isinstance(decoded, Undecodable):
-        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload),
-                       _digest(payload))
+        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload), digest)
     problem = name_problem(decoded)
     if problem is not None:
-        return Refusal(shown, "bad_name", clean(problem), excerpt(payload), _digest(payload))
-    named = topics.identity(topic)
+        return Refusal(shown, "bad_name", clean(problem), excerpt(payload), digest)
     carried = (decoded.gateway, decoded.device, decoded.stream)
+    if named is not None and named[2] == BATCH_LEVEL:
+        if decoded.stream in RESERVED_LEVELS:
+            return Refusal(shown, "bad_name", f"stream {decoded.stream!r}: it is reserved",
+                           excerpt(payload), digest)
+        named = (named[0], named[1], decoded.stream)
     if named != carried:
-        detail = (f"the topic does not match {topics.template}" if named is None else
+        detail = (f"the topic does not match {template}" if named is None else
                   "the topic names gateway={}, device={}, stream={}".format(*named))
         return Refusal(shown, "topic_mismatch", clean(f"{detail}; the payload says gateway="
                        f"{carried[0]}, device={carried[1]}, stream={carried[2]}"),
-                       excerpt(payload), _digest(payload))
+                       excerpt(payload), digest)
     return decoded

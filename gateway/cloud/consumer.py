@@ -30,7 +30,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.cloud.admission import Refusal, admit
+from gateway.cloud.admission import Refusal, admit_all
 from gateway.cloud.database import ReadingsDB, open_readings_db
 from gateway.cloud.inbox import Ack, Inbox, identity
 from gateway.cloud.isolation import Stored, store_isolating
@@ -147,12 +147,17 @@ class Consumer:
             # Receive Maximum; QoS 0 has no flow control, so it is shed and counted.
             self._overflow += 1
             return
-        item = admit(topic, message.payload, self.config.topics, self.config.max_payload)
-        if isinstance(item, Refusal):
-            self._note_reject(item.reason, f"topic={item.topic} payload skipped: {item.reason}: "
-                              f"{item.detail}")
         ack = Ack(message.mid, message.qos, self.link.generation) if message.qos > 0 else None
-        self._inbox.add(ack, topic, item)
+        # One item per reading: a v1 message holds one, a v2 batch several, each admitted
+        # (or refused and counted) on its own. The message is acknowledged once, after the
+        # commit that stores them all (they all wait in this inbox).
+        for item in admit_all(topic, message.payload, self.config.topics,
+                              self.config.max_payload):
+            if isinstance(item, Refusal):
+                self._note_reject(item.reason, f"topic={item.topic} payload skipped: "
+                                  f"{item.reason}: {item.detail}")
+            self._inbox.add(ack, topic, item)
+            ack = None
         if len(self._inbox) >= self.config.commit_batch:
             self._commit_now.set()
 

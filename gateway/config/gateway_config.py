@@ -16,6 +16,7 @@ from dataclasses import field as dataclass_field  # `field` is also a StreamConf
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from gateway.config.batching import read_batching
 from gateway.config.common import (
     CLIENT_ID,
     BrokerAddress,
@@ -29,6 +30,8 @@ from gateway.config.common import (
 from gateway.config.credentials import BrokerCredentials, read_credentials
 from gateway.config.reader import MapReader, describe, did_you_mean
 from gateway.config.yaml_source import Located
+from gateway.core.batch import BatchPolicy
+from gateway.core.batch_wire import BATCH_LEVEL
 from gateway.core.confirmation import CONFIRM_LEVEL
 from gateway.core.delivery import DELIVERY_NAMES, DeliveryClass
 from gateway.core.extras import Extra
@@ -108,6 +111,7 @@ class GatewayConfig:
     confirmation: str = "end-to-end"  # durable rows wait for the consumer; or "broker"
     confirmation_timeout: float = 30.0
     metrics: ListenAddress | None = None  # the Prometheus endpoint; off when None
+    batching: BatchPolicy | None = None  # v2 batches of stored readings; off when None
 
     @property
     def store_path(self) -> Path:
@@ -170,11 +174,12 @@ def _read_gateway(root: MapReader, path: Path, drivers: DriverTable) -> GatewayC
     confirmation = root.choice("confirmation", ("broker", "end-to-end"), default="end-to-end")
     timeout = root.duration("confirmation_timeout", default=30.0, minimum=1.0, maximum=86400.0)
     metrics = read_metrics(root)
+    batching = read_batching(root)
     if gateway_id is None or state_dir is None or broker is None or store is None \
             or confirmation is None:
         return None
     return GatewayConfig(path, gateway_id, Path(state_dir), broker, store, devices, summary,
-                         confirmation, timeout, metrics)
+                         confirmation, timeout, metrics, batching)
 
 
 def _read_broker(section: MapReader | None, gateway_id: str, root: MapReader) -> BrokerConfig | None:
@@ -257,6 +262,8 @@ def _unique_segment(reader: MapReader, key: str, seen: dict[str, int], once: str
         problem = "it is reserved for end-to-end confirmations"
     elif value == STATUS_LEVEL:
         problem = "it is reserved for the gateway's online status"
+    elif value == BATCH_LEVEL:
+        problem = "it is reserved for batches (wire format v2)"
     if problem is not None:
         reader.problem(key, SEGMENT_EXPECTED, describe(value), problem)
         return None

@@ -154,14 +154,15 @@ def _nesting(value: Any) -> int:
     return depth
 
 
-def decode(payload: bytes) -> Envelope | Undecodable:
-    """Parse and check one payload."""
+def parse_object(payload: bytes, depth: int = MAX_DEPTH) -> dict[str, Any] | Undecodable:
+    """The JSON object a payload holds, or why it holds none (`depth`: the deepest nesting
+    allowed, checked before parsing)."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return Undecodable("invalid_utf8", "payload is not UTF-8")
-    if nesting_exceeds(text, MAX_DEPTH):
-        return Undecodable("too_deep", f"arrays and objects nest deeper than {MAX_DEPTH}")
+    if nesting_exceeds(text, depth):
+        return Undecodable("too_deep", f"arrays and objects nest deeper than {depth}")
     try:
         body = loads_strict(text)
     except json.JSONDecodeError as exc:
@@ -171,13 +172,36 @@ def decode(payload: bytes) -> Envelope | Undecodable:
         return Undecodable("bad_json", f"not JSON ({type(exc).__name__}: {exc!s:.60})")
     if not isinstance(body, dict):
         return Undecodable("not_an_object", "payload is not a JSON object")
+    return body
+
+
+def version_of(body: dict[str, Any]) -> int | Undecodable:
+    """The major wire version `v` of a payload's object."""
     version = body.get("v")
     if isinstance(version, bool) or not isinstance(version, int):
         return Undecodable("bad_field", f"'v' must be an integer, found {version!r:.40}")
+    return version
+
+
+def decode(payload: bytes) -> Envelope | Undecodable:
+    """Parse and check one payload."""
+    body = parse_object(payload)
+    if isinstance(body, Undecodable):
+        return body
+    version = version_of(body)
+    if isinstance(version, Undecodable):
+        return version
     if version != WIRE_VERSION:
         return Undecodable("unknown_version", f"wire version v={version} (this consumer reads v=1)")
+    return check_reading(body, body)
+
+
+def check_reading(body: dict[str, Any], head: dict[str, Any]) -> Envelope | Undecodable:
+    """One reading from its fields: `body` holds stream, seq, ts, value, unit and confirm;
+    `head` holds gateway, epoch and device (the same object in v1, the batch's in v2)."""
     for key in _REQUIRED_TEXT:
-        if not isinstance(body.get(key), str) or not body[key]:
+        source = body if key == "stream" else head
+        if not isinstance(source.get(key), str) or not source[key]:
             return Undecodable("bad_field", f"'{key}' must be a non-empty string")
     seq = body.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
@@ -201,7 +225,7 @@ def decode(payload: bytes) -> Envelope | Undecodable:
     dropped = _dropped(body.get("dropped"), seq)
     if isinstance(dropped, Undecodable):
         return dropped
-    return Envelope(body["gateway"], body["epoch"], body["device"], body["stream"], seq, ts,
+    return Envelope(head["gateway"], head["epoch"], head["device"], body["stream"], seq, ts,
                     body["value"], unit, confirm, quality, dropped)
 
 

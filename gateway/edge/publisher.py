@@ -19,6 +19,10 @@ of its stream dropped on purpose before it (`dropped`, gateway.store.dropping).
 Each row it has in hand moves through the table of
 `gateway.core.outbox_states` in a `RowLedger` (`rows`): that is where rows
 to resend, rows waiting for a retry and rows the next commit writes are.
+
+With `batching:` the rows go through a `RowBatcher` (`gateway.edge.batching`):
+a row waits there, in the state it was in, until its batch is due; the batch
+is one message (the window counts messages), and its ack moves every row of it.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.gateway_config import GatewayConfig
 from gateway.core.backoff import Backoff
+from gateway.core.batch import BatchPolicy
 from gateway.core.clock import ClockSource, TrustedClock, restamp
 from gateway.core.envelope import Undecodable, decode, encode
 from gateway.core.inflight import NO_MATCHING_SUBSCRIBERS, AckOutcome, InflightWindow, classify_ack
 from gateway.core.outbox_states import TRANSITIONS, RowEvent, RowLedger, RowState, state_in_store
 from gateway.core.packet_size import publish_packet_size
+from gateway.edge.batching import RowBatcher, publish_batch
 from gateway.edge.ingest import Intake
 from gateway.mqtt.link import MqttLink, Session
 from gateway.store.dropping import Dropping, NoticeKey
@@ -57,7 +63,7 @@ class Publisher:
 
     def __init__(self, link: MqttLink, outbox: Outbox, intake: Intake, *, max_inflight: int,
                  max_payload_bytes: int, hold_for_confirmation: bool = False,
-                 clock: ClockSource | None = None) -> None:
+                 clock: ClockSource | None = None, batching: BatchPolicy | None = None) -> None:
         self.link = link
         # Rows taken before the clock's sync are re-based or marked when sent (gateway.core.clock).
         self.clock: ClockSource = clock or TrustedClock()
@@ -70,7 +76,9 @@ class Publisher:
         self._hold = hold_for_confirmation
         self.outbox = outbox
         self.intake = intake
-        self.window: InflightWindow[OutboxRow] = InflightWindow(max_inflight)
+        # Per packet id, the row it carries, or the rows of a batch.
+        self.window: InflightWindow[OutboxRow | tuple[OutboxRow, ...]] = \
+            InflightWindow(max_inflight)
         self.rows = RowLedger()  # the state of every row in hand (the window: their packet ids)
         self._max_inflight = max_inflight
         self._max_payload = max_payload_bytes
@@ -91,6 +99,8 @@ class Publisher:
         self._backlog_sent = 0     # its rows were sent since
         self.feeding = True
         self._wake = asyncio.Event()
+        self.batcher = None if batching is None else RowBatcher(
+            batching, lambda topic, payload, qos: self._too_large(topic, payload, qos) is None)
         link.on_publish = self._on_publish
 
     def wake(self) -> None:
@@ -130,6 +140,8 @@ class Publisher:
                 self._send_volatile()
                 if self.feeding:
                     self._fill_window()
+                if self.batcher is not None:
+                    self._send_batches()
 
     def _send_volatile(self) -> None:
         queue = self.intake.volatile
@@ -144,10 +156,21 @@ class Publisher:
             queue.popleft()
             self.sent_volatile += 1
 
-    def _fill_window(self) -> None:
+    def _room(self) -> int:
+        """How many rows to take now: one per free message of the window, or with
+        batching enough to fill it with full batches."""
         room = self.window.room
+        if self.batcher is None:
+            return room
+        if self.batcher.full:  # large readings: memory, not the window, is the bound
+            return 0
+        return max(0, room * self.batcher.policy.max_readings - len(self.batcher))
+
+    def _fill_window(self) -> None:
+        room = self._room()
         if room and self.rows.count(RowState.RESEND):
-            batch = self.rows.ids(RowState.RESEND, room)
+            batch = (self.rows.ids(RowState.RESEND, room) if self.batcher is None
+                     else self.batcher.resend_ids(self.rows, room))
             rows = self.outbox.fetch_ids(batch)
             if len(rows) < len(batch):  # deleted meanwhile: a confirmation took them
                 found = {row.id for row in rows}
@@ -155,14 +178,14 @@ class Publisher:
                     if row_id not in found:
                         self.rows.move(row_id, RowEvent.CONFIRMED)
             self._send_rows(rows, lane=False)
-            room = self.window.room
-        if room < max(1, self.window.capacity // 4) and len(self.window):
+            room = self._room()
+        if self.window.room < max(1, self.window.capacity // 4) and len(self.window):
             return  # wait for more acknowledgements: refill in batches
-        rows = self.outbox.fetch(self._cursor, room)
+        rows = self.outbox.fetch(self._cursor, room) if room else []
         if rows:
             self._cursor = rows[-1].id
             self._send_rows(rows)
-            room = self.window.room
+            room = self._room()
         if room and self._backlog is not None:
             sent, last = self._backlog
             rows = self.outbox.fetch(sent, room, up_to=last)
@@ -175,6 +198,7 @@ class Publisher:
 
     def _send_rows(self, rows: list[OutboxRow], *, lane: bool = True) -> None:
         ledger = self.rows
+        batcher = self.batcher
         for row in rows:
             state = ledger.state(row.id, state_in_store(row.held))
             if RowEvent.SEND not in TRANSITIONS[state] or (lane and state is RowState.HELD):
@@ -188,6 +212,12 @@ class Publisher:
                 continue
             payload = self._payload(row)
             too_large = self._too_large(row.topic, payload, row.qos, expiry is not None)
+            if too_large is None and batcher is not None and expiry is None:
+                # It waits for its batch in the state it is in. A row with a max_age goes
+                # alone, with its own Message Expiry Interval (docs/contracts.md).
+                too_large = batcher.add(replace(row, payload=payload))
+                if too_large is None:
+                    continue
             if too_large is not None:
                 self._carrying.pop(row.id, None)
                 self._quarantine(row, RowEvent.TOO_LARGE, too_large, state)
@@ -238,15 +268,46 @@ class Publisher:
         self.dropping.expired[:0] = dropping.expired
         self.dropping.notified[:0] = dropping.notified
 
+    def _send_batches(self, *, flush: bool = False) -> None:
+        """Publish the batches that are due while the window has room."""
+        assert self.batcher is not None
+        ledger = self.rows
+        while self.link.connected and (room := self.window.room):
+            batches, too_large = self.batcher.take(room, flush=flush)
+            for row in too_large:
+                self._quarantine(row, RowEvent.TOO_LARGE, "too_large: over the broker's limits "
+                                 "even alone in a batch", ledger.state(row.id,
+                                                                        state_in_store(row.held)))
+            for batch in batches:
+                mid = publish_batch(batch, self.batcher, self.rows, self.link.publish)
+                if mid is not None:
+                    self.window.add(mid, batch.rows)
+            if not batches:
+                break
+        self.batcher.schedule(self.wake)
+
+    def flush(self) -> None:
+        """Publish every waiting batch now, due or not (at a stop)."""
+        if self.batcher is not None and self.link.connected:
+            self._send_batches(flush=True)
+
     def _on_publish(self, mid: int, rc: ReasonCode) -> None:
-        row = self.window.settle(mid)
-        if row is None:
+        carried = self.window.settle(mid)
+        if carried is None:
             return  # an at-most-once message written to the socket
         self.settled += 1
         outcome = classify_ack(rc.value)
-        carried = self._carrying.pop(row.id, None)
-        if carried is not None and outcome is AckOutcome.DELIVERED:
-            self.dropping.notified.append(carried)
+        if isinstance(carried, tuple):
+            for row in carried:
+                self._settle_row(row, outcome, rc)
+        else:
+            self._settle_row(carried, outcome, rc)
+        self.wake()
+
+    def _settle_row(self, row: OutboxRow, outcome: AckOutcome, rc: ReasonCode) -> None:
+        notice = self._carrying.pop(row.id, None)
+        if notice is not None and outcome is AckOutcome.DELIVERED:
+            self.dropping.notified.append(notice)
         if outcome is AckOutcome.DELIVERED:
             self._later_backoff.reset()
             # A row under end-to-end confirmation stays until the consumer confirms it.
@@ -262,7 +323,6 @@ class Publisher:
             self._retry_later(row, rc)
         else:
             self._quarantine(row, RowEvent.ACK_REJECTED, f"broker rejected: {rc}")
-        self.wake()
 
     def _retry_later(self, row: OutboxRow, rc: ReasonCode) -> None:
         """Send a row the broker did not take for good (RETRY_WAIT) again after a delay."""
@@ -316,6 +376,11 @@ class Publisher:
     def acked(self) -> list[int]:
         """Rows acknowledged, to be deleted at the next group commit."""
         return self.rows.ids(RowState.ACKED)
+
+    def batch_figures(self) -> dict[str, int]:
+        """What `status` shows of batching: messages that were batches, batches split to fit
+        the broker's limits, rows waiting for their batch (nothing when batching is off)."""
+        return {} if self.batcher is None else self.batcher.figures()
 
     @property
     def in_flight(self) -> int:

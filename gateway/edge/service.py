@@ -68,7 +68,8 @@ class Gateway:
         end_to_end = config.confirmation == "end-to-end"
         self.publisher = Publisher(self.link, outbox, self.intake, max_inflight=broker.max_inflight,
                                    max_payload_bytes=broker.max_payload_bytes,
-                                   hold_for_confirmation=end_to_end, clock=self.intake.clock)
+                                   hold_for_confirmation=end_to_end, clock=self.intake.clock,
+                                   batching=config.batching)
         self.publisher.max_ages = max_ages(config)
         outbox.on_full = config.store.on_full
         self.link.on_up = self._on_up
@@ -242,6 +243,7 @@ class Gateway:
             "confirmation": self.config.confirmation,
             "store_disk_full": self.outbox.disk_full,
             **(self.tracker.figures() if self.tracker is not None else {}),
+            **self.publisher.batch_figures(),
         }
 
     async def _summaries(self) -> None:
@@ -361,6 +363,7 @@ class Gateway:
         await asyncio.gather(*devices, return_exceptions=True)
         self.commit()
         self.publisher.feeding = False
+        self.publisher.flush()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self.publisher.in_flight and self.broker_up and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -1,8 +1,9 @@
-"""The short chaos run: `bench.chaos` with 12 faults per confirmation mode.
+"""The short chaos run: `bench.chaos` with 14 faults per confirmation mode.
 
-Each run injects every one of the six fault kinds twice (broker SIGKILL with
+Each run injects every one of the seven fault kinds twice (broker SIGKILL with
 persistence off, gateway SIGKILL, consumer SIGKILL, the link stalled once and
-cut once, the serial device unplugged, the store's tmpfs filled), prints the
+cut once, the serial device unplugged, the store's tmpfs filled, the link
+slowed to 4 KB/s), prints the
 table of `python -m bench.chaos` (see it with `pytest -s`) and asserts the
 same criteria the command's exit code reflects (bench/README.md):
 - every class: 0 duplicates in `readings`;
@@ -36,14 +37,14 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs for th
 @needs_root
 @pytest.mark.parametrize("mode", MODES)
 def test_short_chaos_run_keeps_every_guarantee(mode: str, tmp_path: Path) -> None:
-    result = run_mode(Options(mode=mode, seed=11, faults=12, settle_timeout=30.0,
+    result = run_mode(Options(mode=mode, seed=11, faults=14, settle_timeout=30.0,
                               max_incidents=1), tmp_path / mode)
     table = render(result)
     print("\n" + table)
     assert not result.incidents, table
     assert result.faults == Counter({
         "broker SIGKILL": 2, "gateway SIGKILL": 2, "consumer SIGKILL": 2, "link stall": 1,
-        "link cut": 1, "serial unplug": 2, "disk full": 2}), table
+        "link cut": 1, "serial unplug": 2, "disk full": 2, "slow link": 2}), table
     broken = [f"{f.delivery}: {c.label}: {c.detail}"
               for f in result.figures.values() for c in f.checks if not c.ok]
     assert not broken, table

@@ -225,7 +225,7 @@ def test_consumer_counts_and_skips_garbage_on_its_topic(rig_factory: type[Rig]) 
             "stream": "junk", "seq": 1, "ts": "2026-11-26T21:00:00.123Z", "value": 1}
     garbage = {
         "bad_json": b"this is not JSON {",
-        "unknown_version": json.dumps({**good, "v": 2}).encode(),
+        "unknown_version": json.dumps({**good, "v": 3}).encode(),  # v=2 is a batch's version
         "bad_field": json.dumps({k: v for k, v in good.items() if k != "seq"}).encode(),
     }
     rounds = 5

@@ -16,7 +16,9 @@ class TcpProxy:
     `stall()` stops moving bytes in both directions while keeping the
     connections open (a hung link); `resume()` moves them again; `cut()`
     closes every open connection (a dead link); `refuse()` cuts and keeps
-    closing new connections until `allow()` (an unreachable broker).
+    closing new connections until `allow()` (an unreachable broker);
+    `slow(bytes_per_second)` paces what it forwards, every connection and both
+    directions together, to that rate (a slow link) until `fast()`.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -37,6 +39,9 @@ class TcpProxy:
         self.connections = 0
         self.bytes_up = 0  # bytes forwarded from clients to the target
         self._clients: set[socket.socket] = set()
+        self.bytes_forwarded = 0  # both directions, MQTT bytes as the TCP streams carry them
+        self._rate: float | None = None  # bytes per second while slow
+        self.slowdowns = 0
         self._thread = threading.Thread(target=self._serve, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -48,6 +53,15 @@ class TcpProxy:
     def resume(self) -> None:
         """Forward again."""
         self._stalled.clear()
+
+    def slow(self, bytes_per_second: float) -> None:
+        """Forward no faster than `bytes_per_second`, in all."""
+        self.slowdowns += 1
+        self._rate = bytes_per_second
+
+    def fast(self) -> None:
+        """Forward at full speed again."""
+        self._rate = None
 
     def refuse(self) -> None:
         """Cut every connection and close new ones at once (the broker is unreachable)."""
@@ -112,8 +126,9 @@ class TcpProxy:
         peer = self._pairs.get(sock)
         if peer is None:
             return
+        rate = self._rate
         try:
-            data = sock.recv(65536)
+            data = sock.recv(65536 if rate is None else max(64, int(rate / 20)))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -127,6 +142,9 @@ class TcpProxy:
             peer.setblocking(True)
             peer.settimeout(2)
             peer.sendall(data)
+            self.bytes_forwarded += len(data)
+            if rate is not None:
+                self._stop.wait(len(data) / rate)  # the one thread waits: every connection is paced
             peer.setblocking(False)
         except OSError:
             self._close_pair(sock)

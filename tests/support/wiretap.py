@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 from collections import Counter
 
 import aiomqtt
+
+from gateway.core.batch_wire import decode_message
+from gateway.core.envelope import Envelope
 
 Identity = tuple[str, str, str, str, int]
 
@@ -25,6 +27,7 @@ class WireTap:
         self.port = port
         self.topic = topic
         self.copies: Counter[Identity] = Counter()
+        self.batched: Counter[str] = Counter()  # copies per stream that came in a v2 batch
         self.messages = 0
         self.subscribed = threading.Event()
         self.subscriptions = 0  # how many times it (re)subscribed
@@ -50,20 +53,21 @@ class WireTap:
                     self.subscriptions += 1
                     self.subscribed.set()
                     async for message in client.messages:
-                        self._count(message.payload)
+                        self._count(message.topic.value, message.payload)
                         if self._stop.is_set():
                             return
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
 
-    def _count(self, payload: object) -> None:
+    def _count(self, topic: str, payload: object) -> None:
         if not isinstance(payload, bytes | bytearray):
             return
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            body = json.loads(payload)
-            key = (body["gateway"], body["epoch"], body["device"], body["stream"], body["seq"])
-            self.copies[key] += 1
-            self.messages += 1
+        self.messages += 1
+        for env in decode_message(topic, bytes(payload)):  # v1: one reading; a v2 batch: several
+            if isinstance(env, Envelope):
+                self.copies[(env.gateway, env.epoch, env.device, env.stream, env.seq)] += 1
+                if topic.endswith("/_batch"):
+                    self.batched[env.stream] += 1
 
     def hold(self) -> None:
         """Do not reconnect after the connection drops, until `release()`.
