@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 from pathlib import Path
 
-from tests.support.ports import free_port, port_open
-from tests.support.waiting import wait_for
+from tests.support.ports import free_port
+from tests.support.process import BrokerProcess, find_binary
 
 # Persistence as tight as mosquitto allows: save the in-memory database after
 # every change (autosave_on_changes with an interval of 1 change). A SIGKILL
@@ -23,17 +20,14 @@ autosave_interval 1
 
 def mosquitto_binary() -> str:
     """Path of the mosquitto broker binary."""
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-    if found is None:
-        raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-    return found
+    return find_binary("mosquitto", "mosquitto")
 
 
-class Mosquitto:
+class Mosquitto(BrokerProcess):
     """One mosquitto process with its own config, data dir and log."""
 
     def __init__(self, workdir: Path, *, persistent: bool = True, extra: str = "") -> None:
+        super().__init__()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -52,8 +46,6 @@ class Mosquitto:
             + (DURABLE if persistent else "persistence false\n")
             + extra
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
 
     @property
     def url(self) -> str:
@@ -62,26 +54,4 @@ class Mosquitto:
 
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf_path)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_open(self.port) or self.proc.poll() is not None,  # type: ignore[union-attr]
-                 timeout=10, what=f"mosquitto on port {self.port}")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        """SIGKILL the broker: whatever it had not saved is gone."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        """SIGTERM the broker and wait for it (it saves its state)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        self._popen([mosquitto_binary(), "-c", str(self.conf_path)], subprocess.DEVNULL)

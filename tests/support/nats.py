@@ -3,29 +3,25 @@ killed by pid: one server, or a cluster of servers joined by routes."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 from pathlib import Path
 
-from tests.support.ports import free_port, port_open
+from tests.support.ports import free_port
+from tests.support.process import BrokerProcess, find_binary
 from tests.support.waiting import wait_for
 
 
 def nats_binary() -> str:
     """Path of the nats-server binary."""
-    found = shutil.which("nats-server") or (
-        "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
-    if found is None:
-        raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
-    return found
+    return find_binary("nats-server", "nats-server")
 
 
-class NatsServer:
+class NatsServer(BrokerProcess):
     """One nats-server with JetStream and an MQTT listener, its own store dir and log."""
 
+    start_timeout = 20.0
+
     def __init__(self, workdir: Path, name: str = "n1") -> None:
+        super().__init__()
         self.workdir = workdir
         self.name = name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -35,8 +31,6 @@ class NatsServer:
         self.log_path = workdir / f"{name}.log"
         self.conf_path = workdir / f"{name}.conf"
         self.routes: list[int] = []  # the cluster ports of the other nodes
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
 
     @property
     def url(self) -> str:
@@ -65,29 +59,7 @@ class NatsServer:
         """Start the server and wait until its MQTT listener accepts connections."""
         self.conf_path.write_text(self._config())
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen([nats_binary(), "-c", str(self.conf_path)],
-                                         stdout=out, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open(self.port) or self.proc.poll() is not None,  # type: ignore[union-attr]
-                 timeout=20, what=f"nats-server {self.name} MQTT on port {self.port}")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the server."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        """SIGTERM the server and wait for it."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+            self._popen([nats_binary(), "-c", str(self.conf_path)], out)
 
 
 def nats_cluster(workdir: Path, size: int = 3) -> list[NatsServer]:
