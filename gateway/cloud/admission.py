@@ -15,6 +15,7 @@ and device against the topic's; each reading names its own stream.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -60,9 +61,14 @@ def _digest(payload: bytes | bytearray) -> bytes:
 
 def name_problem(env: Envelope) -> str | None:
     """Why the names of a reading break the gateway's config rules, or None."""
-    if not GATEWAY_ID.fullmatch(env.gateway):
-        return f"gateway {env.gateway[:64]!r} is not 1-64 letters, digits, '-' or '_'"
-    for field, value in (("epoch", env.epoch), ("device", env.device), ("stream", env.stream)):
+    return _names_problem(env.gateway, env.epoch, env.device, env.stream)
+
+
+@functools.lru_cache(maxsize=4096)  # the names of a stream repeat with each of its readings
+def _names_problem(gateway: str, epoch: str, device: str, stream: str) -> str | None:
+    if not GATEWAY_ID.fullmatch(gateway):
+        return f"gateway {gateway[:64]!r} is not 1-64 letters, digits, '-' or '_'"
+    for field, value in (("epoch", epoch), ("device", device), ("stream", stream)):
         problem = segment_problem(value) or _unicode_problem(value)
         if problem is not None:
             return f"{field} {value[:64]!r}{'...' if len(value) > 64 else ''}: {problem}"
@@ -91,9 +97,8 @@ def admit(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payl
     oversize = _oversize(shown, payload, max_payload)
     if oversize is not None:
         return oversize
-    decoded = decode(payload if isinstance(payload, bytes) else bytes(payload))
-    return _check(shown, topics.identity(topic), topics.template, decoded, payload,
-                  _digest(payload))
+    raw = payload if isinstance(payload, bytes) else bytes(payload)
+    return _check(shown, topics.identity(topic), topics.template, decode(raw), raw, b"")
 
 
 def admit_all(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_payload: int
@@ -109,33 +114,34 @@ def admit_all(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_
         return [oversize]
     raw = payload if isinstance(payload, bytes) else bytes(payload)
     decoded = decode_message(topic, raw, v1=False)
-    digest = _digest(raw)
     # Each refused reading of a batch is its own refusal (kept once per reading).
     return [_check(shown, named, topics.template, item, raw,
-                   digest if len(decoded) == 1 else _digest(raw + index.to_bytes(4, "big")))
+                   b"" if len(decoded) == 1 else index.to_bytes(4, "big"))
             for index, item in enumerate(decoded)]
 
 
 def _check(shown: str, named: tuple[str, str, str] | None, template: str,
-           decoded: Envelope | Undecodable, payload: bytes | bytearray, digest: bytes
-           ) -> Envelope | Refusal:
+           decoded: Envelope | Undecodable, payload: bytes, salt: bytes) -> Envelope | Refusal:
     """A decoded reading's names and identity against the topic's (a batch topic names no
-    stream: each reading names its own)."""
+    stream: each reading names its own). A refusal's digest is of `payload` and `salt`
+    (a reading's place in its batch)."""
     if isinstance(decoded, Undecodable):
-        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload), digest)
+        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload),
+                       _digest(payload + salt))
     problem = name_problem(decoded)
     if problem is not None:
-        return Refusal(shown, "bad_name", clean(problem), excerpt(payload), digest)
+        return Refusal(shown, "bad_name", clean(problem), excerpt(payload),
+                       _digest(payload + salt))
     carried = (decoded.gateway, decoded.device, decoded.stream)
     if named is not None and named[2] == BATCH_LEVEL:
         if decoded.stream in RESERVED_LEVELS:
             return Refusal(shown, "bad_name", f"stream {decoded.stream!r}: it is reserved",
-                           excerpt(payload), digest)
+                           excerpt(payload), _digest(payload + salt))
         named = (named[0], named[1], decoded.stream)
     if named != carried:
         detail = (f"the topic does not match {template}" if named is None else
                   "the topic names gateway={}, device={}, stream={}".format(*named))
         return Refusal(shown, "topic_mismatch", clean(f"{detail}; the payload says gateway="
                        f"{carried[0]}, device={carried[1]}, stream={carried[2]}"),
-                       excerpt(payload), digest)
+                       excerpt(payload), _digest(payload + salt))
     return decoded

@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.cloud.admission import Refusal, admit_all
@@ -49,7 +48,7 @@ from gateway.core.confirmation import (
 from gateway.core.envelope import Envelope
 from gateway.core.presence import GatewayStatus, decode_status, is_status_topic
 from gateway.core.topics import MAX_TOPIC_BYTES
-from gateway.mqtt.link import MqttLink, Session
+from gateway.mqtt.link import Message, MqttLink, Session
 from gateway.ops.supervision import Supervision
 from gateway.ops.watchdog import Progress
 
@@ -128,7 +127,7 @@ class Consumer:
         """Payloads rejected so far, of every reason."""
         return self.rejects.total()
 
-    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
         topic = message.topic  # paho decodes it on every access
         if is_confirm_topic(topic):
             # Confirmations (ours or another consumer's) are for gateways, not readings.
@@ -186,8 +185,7 @@ class Consumer:
         if self.on_committed is not None and kept:
             self.on_committed(kept)
         if self.link.connected:
-            for ack in inbox.acks(self.link.generation):
-                self.link.ack(ack.mid, ack.qos)
+            self._ack(inbox.acks(self.link.generation))
         to_confirm = [(prefix, env) for env in kept
                       if env.confirm and (prefix := prefix_of(inbox.topic_of(env))) is not None]
         if to_confirm:
@@ -233,8 +231,15 @@ class Consumer:
                          len(status.devices))
         self.rejects.update(rejects)
         statuses, self._statuses = self._statuses, []
-        for ack, _, _ in statuses:
-            if ack is not None and ack.connection == self.link.generation and self.link.connected:
+        if self.link.connected:
+            self._ack([ack for ack, _, _ in statuses
+                       if ack is not None and ack.connection == self.link.generation])
+
+    def _ack(self, acks: list[Ack]) -> None:
+        """Acknowledge message copies of the current connection: QoS 1 in one write."""
+        self.link.ack_all([ack.mid for ack in acks if ack.qos == 1])
+        for ack in acks:
+            if ack.qos > 1:
                 self.link.ack(ack.mid, ack.qos)
 
     def _confirm(self, committed: list[tuple[str, Envelope]]) -> None:

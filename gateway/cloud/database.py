@@ -73,12 +73,20 @@ class ReadingsDB(Protocol):
 
 def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
     """The `readings` row of a reading, or None when a backend cannot store its text."""
-    value = json.dumps(env.value, ensure_ascii=False, separators=(",", ":"))
-    if not all(_storable(text) for text in (env.gateway, env.epoch, env.device, env.stream, value,
-                                            env.unit or "", env.ts_quality or "")):
+    value = value_text(env.value)
+    if not _storable("".join((env.gateway, env.epoch, env.device, env.stream, value,
+                              env.unit or "", env.ts_quality or ""))):
         return None
     return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
             env.unit, received_at, env.ts_quality)
+
+
+def value_text(value: Any) -> str:
+    """A reading's value as compact JSON (a number as json.dumps writes it: its repr)."""
+    kind = type(value)
+    if kind is float or kind is int:  # finite: the decoder refuses NaN and infinities
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _storable(text: str) -> bool:

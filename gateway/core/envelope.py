@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,8 +76,30 @@ def _second_text(second: int) -> str:
     return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.")
 
 
+_YEAR_10000 = 253_402_300_800  # Unix seconds of 10000-01-01T00:00:00Z
+_CANONICAL_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
+
+
 def parse_ts(text: str) -> float | None:
     """RFC 3339 text -> Unix seconds, or None when it is not a timestamp."""
+    canonical = _CANONICAL_TS.fullmatch(text)
+    if canonical is not None:  # what format_ts writes: the second parsed once
+        whole = _whole_second(canonical.group(1))
+        if whole is None:
+            return None
+        ts = (whole * 1_000_000 + int((canonical.group(2) or "").ljust(6, "0"))) / 1_000_000
+        return ts if ts < _YEAR_10000 else None  # format_ts could not write it back
+    return _parse_any_ts(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _whole_second(text: str) -> int | None:
+    """`YYYY-MM-DDTHH:MM:SS` (UTC) -> whole Unix seconds, or None when it is no time."""
+    ts = _parse_any_ts(text + "Z")
+    return None if ts is None else int(ts)
+
+
+def _parse_any_ts(text: str) -> float | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if moment.tzinfo is None:

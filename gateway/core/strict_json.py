@@ -36,9 +36,10 @@ def loads_strict(text: str) -> Any:
         ValueError: e.g. an integer with more digits than Python converts.
         RecursionError: nesting deeper than the stack.
     """
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    return _DECODER.decode(text)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 _STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 

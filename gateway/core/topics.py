@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 GATEWAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FORBIDDEN = ("/", "+", "#", "\x00")
+_SPACE = re.compile(r"\s")  # str.isspace's characters
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 MAX_TOPIC_BYTES = 65535
 SEGMENT_EXPECTED = "a topic segment: 1-64 characters without '/', '+', '#', NUL or spaces"
@@ -27,7 +28,7 @@ def segment_problem(value: str) -> str | None:
     for bad in _FORBIDDEN:
         if bad in value:
             return f"it contains {bad!r}"
-    if any(ch.isspace() for ch in value):
+    if _SPACE.search(value):
         return "it contains white space"
     return None
 

@@ -20,8 +20,6 @@ import logging
 import time
 from collections import Counter
 
-import paho.mqtt.client as mqtt
-
 from gateway.core.clock import steady_time
 from gateway.core.confirmation import (
     Mark,
@@ -31,7 +29,7 @@ from gateway.core.confirmation import (
     trusted_range,
 )
 from gateway.core.confirmation_watch import ConfirmationWatch
-from gateway.mqtt.link import MqttLink
+from gateway.mqtt.link import Message, MqttLink
 from gateway.store.confirmations import Confirmations
 from gateway.store.outbox import Outbox
 
@@ -67,7 +65,7 @@ class ConfirmationTracker:
         """Subscribe to the confirmation topic (after every CONNACK)."""
         self.link.subscribe(self.topic, qos=1)
 
-    def on_message(self, message: mqtt.MQTTMessage) -> None:
+    def on_message(self, message: Message) -> None:
         """Check one confirmation message and keep its trustworthy marks."""
         decoded = decode_marks(bytes(message.payload))
         if isinstance(decoded, Undecodable):

@@ -3,8 +3,12 @@
 paho is used without its threads and without its own TCP connect: the client
 below takes a socket the event loop already connected, reads PUBREC reason
 codes paho ignores, and skips paho's decoding of plain successful
-acknowledgements. `attach_to_loop` lets the event loop watch paho's socket,
-and a log filter keeps paho's repeated complaints to one per outage.
+acknowledgements and of PUBLISH packets without properties. It reads the
+socket in chunks (paho asks for one byte, then the length, then the rest:
+three system calls a packet) and acknowledges a commit's messages in one
+write. `attach_to_loop` lets the event loop watch paho's socket and read
+every packet that is there, and a log filter keeps paho's repeated
+complaints to one per outage.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import errno
 import logging
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import _packet
@@ -27,6 +32,39 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.config.credentials import BrokerSecrets
 
 DEFAULT_RECEIVE_MAXIMUM = 65535  # MQTT 5, 3.2.2.3.3: when CONNACK does not say
+READ_CHUNK = 65536  # bytes asked of the socket at once
+PACKETS_PER_TURN = 256  # packets read before the event loop runs its other callbacks
+_PUBACK_HEAD = bytes((mqtt.PUBACK, 2))  # a PUBACK of success: the packet id alone
+
+
+class Message(Protocol):
+    """What a received message offers: paho's `MQTTMessage` or a `Received`."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def mid(self) -> int: ...
+    @property
+    def retain(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class Received:
+    """A PUBLISH without properties, decoded once (paho's `MQTTMessage` builds a
+    Properties object, a lock and an info object per message, and decodes its topic
+    on every access)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    dup: bool
+    properties: Properties | None = None
 
 
 class RepeatsWhileDown(logging.Filter):
@@ -73,11 +111,65 @@ class Client(mqtt.Client):
     pubrec_codes: dict[int, ReasonCode]
     qos2_answered = False  # a PUBREC came on this connection (the broker takes QoS 2)
 
+    _unread = b""  # read from the socket, not yet taken by paho
+    _unread_at = 0
+
     def _create_socket_connection(self) -> socket.socket:
         sock, self.preconnected = self.preconnected, None
         if sock is None:
             raise OSError(errno.ENOTCONN, "no connected socket was handed over")
+        self._unread, self._unread_at = b"", 0  # nothing of an earlier connection
         return sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        at = self._unread_at
+        if at < len(self._unread):
+            chunk = self._unread[at:at + bufsize]
+            self._unread_at = at + len(chunk)
+            return chunk
+        data = super()._sock_recv(max(bufsize, READ_CHUNK))
+        if len(data) <= bufsize:
+            return data
+        self._unread, self._unread_at = data, bufsize
+        return data[:bufsize]
+
+    def buffered(self) -> bool:
+        """True while bytes read from the socket wait to be parsed."""
+        return self._unread_at < len(self._unread)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        # QoS 0 and 1 without properties (and with a UTF-8 topic) decoded here; anything
+        # else (QoS 2, properties, a malformed packet) by paho.
+        command = self._in_packet["command"]
+        packet = self._in_packet["packet"]
+        qos = (command & 0x06) >> 1
+        if qos == 2 or len(packet) < 2:
+            return super()._handle_publish()
+        start = end = 2 + ((packet[0] << 8) | packet[1])
+        mid = 0
+        if qos == 1:
+            if len(packet) < end + 2:
+                return super()._handle_publish()
+            mid, start = (packet[end] << 8) | packet[end + 1], end + 2
+        if self._protocol == mqtt.MQTTv5:
+            if len(packet) <= start or packet[start] != 0:  # properties follow
+                return super()._handle_publish()
+            start += 1
+        try:
+            topic = packet[2:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        self._handle_on_message(Received(topic, bytes(packet[start:]), qos, mid,  # type: ignore[arg-type]
+                                         bool(command & 0x01), bool(command & 0x08)))
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_all(self, mids: Sequence[int]) -> None:
+        """Acknowledge QoS 1 messages (manual-ack mode) with one write for them all."""
+        if mids:
+            packet = b"".join([_PUBACK_HEAD + mid.to_bytes(2, "big") for mid in mids])
+            self._packet_queue(mqtt.PUBACK, packet, 0, 0)
 
     def _handle_pubrec(self) -> MQTTErrorCode:
         packet = _packet.decode_pubrec(self._in_packet["command"], self._in_packet["packet"],
@@ -209,7 +301,7 @@ def attach_to_loop(client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None
     has output queued (paho asks through its socket callbacks)."""
 
     def opened(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        loop.add_reader(sock, client.loop_read)
+        loop.add_reader(sock, read_available, client, loop)
 
     def closed(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         forget_socket(loop, sock)
@@ -224,6 +316,21 @@ def attach_to_loop(client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None
     client.on_socket_close = closed
     client.on_socket_register_write = wants_write
     client.on_socket_unregister_write = written
+
+
+def read_available(client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+    """Handle the packets the socket holds (paho's `loop_read` handles one a call):
+    up to PACKETS_PER_TURN, then again after the loop's other callbacks."""
+    for _ in range(PACKETS_PER_TURN):
+        if client._sock is None:
+            return
+        rc = client._packet_read()
+        if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+            return  # the socket is empty, and so is what was read from it
+        if rc > 0:
+            client._loop_rc_handle(rc)
+            return
+    loop.call_soon(read_available, client, loop)
 
 
 def forget_socket(loop: asyncio.AbstractEventLoop, sock: Any) -> None:

@@ -24,7 +24,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from gateway.mqtt._alias import TopicAliases
 from gateway.mqtt._ceiling import MQTT5, RETAIN_NOT_SUPPORTED, BrokerChoice
 
 log = logging.getLogger("gateway.mqtt")
+Message = _paho.Message  # a received message, as callbacks get it
 
 CONNECT_TIMEOUT = 10.0
 # Reconnect delays grow from 0.5 s to this cap (jittered, 2.5-5 s): a broker back after
@@ -103,7 +104,7 @@ class MqttLink:
         self.on_up: Callable[[Session], None] = lambda session: None
         self.on_down: Callable[[str], None] = lambda reason: None
         self.on_publish: Callable[[int, ReasonCode], None] = lambda mid, rc: None
-        self.on_message: Callable[[mqtt.MQTTMessage], None] = lambda message: None
+        self.on_message: Callable[[Message], None] = lambda message: None
         self.on_subscribe: Callable[[int, list[ReasonCode]], None] = lambda mid, codes: None
         # Set by the metrics endpoint: called with the seconds from publish to PUBACK/PUBCOMP
         # of one sampled message in LATENCY_SAMPLE.
@@ -123,7 +124,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
+        self.client.on_message = self._on_message  # type: ignore[assignment]  # a Received too
         self.client.on_subscribe = self._on_subscribe
 
     @property
@@ -341,6 +342,10 @@ class MqttLink:
         """Acknowledge a received message (manual-ack mode)."""
         self.client.ack(mid, qos)
 
+    def ack_all(self, mids: Sequence[int]) -> None:
+        """Acknowledge received QoS 1 messages (manual-ack mode), in one write."""
+        self.client.ack_all(mids)
+
     # -- paho callbacks (on the loop thread) --------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                     props: Properties | None) -> None:
@@ -379,7 +384,7 @@ class MqttLink:
                 self.on_latency(time.monotonic() - sent)
         self.on_publish(mid, pubrec if pubrec is not None and not rc.is_failure else rc)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: Message) -> None:
         self.on_message(message)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
