@@ -1,6 +1,7 @@
 """Figure 6: the consumer's sustained dedup + commit rate, 1,000 streams, 10% duplicates.
 
     python -m bench.consumer_rate [--messages 100000] [--streams 1000] [--duplicates 0.1]
+                                  [--databases sqlite,postgresql]
 
 The consumer (a real `python -m gateway consume` process, shipped defaults,
 SQLite) subscribes once and stops; its persistent session keeps messages
@@ -14,6 +15,10 @@ re-send as a duplicate (polled every 0.1 s, read-only). Reported: messages/s
 and rows/s, the consumer's CPU seconds per 1,000 messages, and correctness
 (rows == distinct readings, duplicates counted == sent, gaps 0).
 
+With `--databases sqlite,postgresql` the drain runs once per backend, the
+PostgreSQL one into a schema of its own (dropped afterwards) on the server at
+PG_URL (`postgresql://postgres@127.0.0.1:5432/test`, or $BENCH_PG_URL).
+
 Side by side, in the same run on the same broker: the same drain into a raw
 paho subscriber with a persistent session (`bench/raw_paho.py sub
 --persistent`: subscribed once, stopped, N envelope-sized messages published
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -91,18 +97,58 @@ def publish(port: int, batch: list[tuple[str, bytes]]) -> float:
     return end - start
 
 
+PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_COUNTERS = "SELECT coalesce(sum(duplicates), 0), coalesce(sum(gaps), 0) FROM stream_counters"
+
+
 def counters(db: Path) -> tuple[int, int]:
     """Sum of duplicates and of gaps over `stream_counters` (0, 0 before the table exists)."""
     if not db.exists():
         return 0, 0
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
         try:
-            dups, gaps = conn.execute(
-                "SELECT coalesce(sum(duplicates), 0), coalesce(sum(gaps), 0) FROM stream_counters"
-            ).fetchone()
+            dups, gaps = conn.execute(_COUNTERS).fetchone()
         except sqlite3.OperationalError:
             return 0, 0
     return int(dups), int(gaps)
+
+
+class Target:
+    """Where a drain is stored: `database:` of the consumer config, and its figures."""
+
+    def __init__(self, kind: str, where: Path) -> None:
+        self.kind = kind
+        self.path = where / f"consumer-{kind}.sqlite"
+        self.schema = f"bench_consumer_{os.getpid()}"
+        self.url = f"{PG_URL}?options=-csearch_path%3D{self.schema}"
+        self.database = str(self.path) if kind == "sqlite" else self.url
+        if kind == "postgresql":
+            self._admin("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}")
+
+    def _admin(self, sql: str) -> None:
+        import psycopg  # noqa: PLC0415 - only for the PostgreSQL drain
+
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.format(self.schema).encode())
+
+    def figures(self) -> tuple[int, int, int]:
+        """(rows, duplicates counted, gaps) so far."""
+        if self.kind == "sqlite":
+            return (count_rows(self.path), *counters(self.path))
+        import psycopg  # noqa: PLC0415 - only for the PostgreSQL drain
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            try:
+                rows = conn.execute("SELECT count(*) FROM readings").fetchone()
+                dups, gaps = conn.execute(_COUNTERS).fetchone() or (0, 0)
+            except psycopg.errors.UndefinedTable:
+                return 0, 0, 0
+        return int(rows[0] if rows else 0), int(dups), int(gaps)
+
+    def drop(self) -> None:
+        """Remove the PostgreSQL schema."""
+        if self.kind == "postgresql":
+            self._admin("DROP SCHEMA IF EXISTS {0} CASCADE")
 
 
 def raw_sub(port: int, count: int) -> subprocess.Popen[str]:
@@ -132,6 +178,37 @@ def raw_drain(port: int, topics: list[str]) -> tuple[float, int]:
     return got["last"] - began, int(got["count"])
 
 
+def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[str, bytes]],
+          distinct: int, dups: int) -> tuple[str, float, float, int, int, int]:
+    """Queue `batch` for a stopped consumer, start it and time it until every distinct
+    reading is stored and every re-send counted: (kind, seconds, CPU s, rows, duplicates
+    counted, gaps)."""
+    config = consumer_config(where, port, target.database)
+    consumer = service("consume", config, where, f"consumer-{kind}")
+    try:
+        start(consumer, r"subscribed to")
+        stop(consumer)
+        publish(port, batch)
+        began = time.time()
+        consumer.start()
+
+        def complete() -> bool:
+            if consumer.proc is not None and consumer.proc.poll() is not None:
+                raise RuntimeError(f"the consumer exited with {consumer.proc.returncode}; "
+                                   f"see {consumer.log_path}")
+            rows, counted, _ = target.figures()
+            return rows >= distinct and counted >= dups
+
+        wait_for(complete, timeout=900, interval=0.1, what="the backlog stored")
+        took = time.time() - began
+        assert consumer.proc is not None
+        cpu = sample(consumer.proc.pid).cpu_s
+    finally:
+        stop(consumer)
+    rows, counted, gaps = target.figures()
+    return kind, took, cpu, rows, counted, gaps
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print one table."""
     parser = argparse.ArgumentParser(prog="python -m bench.consumer_rate", description=__doc__,
@@ -140,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000, help="distinct (device, stream) pairs")
     parser.add_argument("--duplicates", type=float, default=0.1, help="share of re-sends")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--databases", default="sqlite",
+                        help="comma-separated backends to drain into: sqlite, postgresql")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
     if not 1000 <= args.messages <= 2_000_000:
@@ -148,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--streams from 1 to half of --messages")
     if not 0 <= args.duplicates <= 0.5:
         parser.error("--duplicates from 0 to 0.5")
+    args.databases = args.databases.split(",")
+    if not args.databases or not set(args.databases) <= {"sqlite", "postgresql"}:
+        parser.error("--databases: sqlite, postgresql or both, comma-separated")
     batch, dups = messages(args.messages, args.streams, args.duplicates, args.seed)
     distinct = args.messages - dups
     size = sum(len(body) for _, body in batch) // len(batch)
@@ -155,41 +237,26 @@ def main(argv: list[str] | None = None) -> int:
                  {"messages": args.messages, "streams": args.streams,
                   "duplicates": f"{dups} ({dups / args.messages:.1%})", "distinct": distinct,
                   "envelope": f"~{size} B (raw paho payload ~{len(payload(0))} B)", "QoS": 1,
-                  "seed": args.seed, "consumer config": "shipped defaults (SQLite)"})
+                  "seed": args.seed, "consumer config": "shipped defaults",
+                  "databases": ", ".join(args.databases)})
+    table = []
     with workdir(args.workdir) as where, broker(where / "broker") as b:
-        db = where / "consumer.sqlite"
-        consumer = service("consume", consumer_config(where, b.port, db), where, "consumer")
-        try:
-            start(consumer, r"subscribed to")
-            stop(consumer)
-            publish(b.port, batch)
-            began = time.time()
-            consumer.start()
-
-            def complete() -> bool:
-                if consumer.proc is not None and consumer.proc.poll() is not None:
-                    raise RuntimeError(f"the consumer exited with {consumer.proc.returncode}; "
-                                       f"see {consumer.log_path}")
-                return count_rows(db) >= distinct and counters(db)[0] >= dups
-
-            wait_for(complete, timeout=900, interval=0.1, what="the backlog stored")
-            took = time.time() - began
-            assert consumer.proc is not None
-            cpu = sample(consumer.proc.pid).cpu_s
-        finally:
-            stop(consumer)
-        rows = count_rows(db)
-        counted, gaps = counters(db)
+        for kind in args.databases:
+            target = Target(kind, where)
+            try:
+                table.append(drain(kind, target, where, b.port, batch, distinct, dups))
+            finally:
+                target.drop()
         raw_took, raw_got = raw_drain(b.port, [topic for topic, _ in batch])
-    rate, raw_rate = args.messages / took, raw_got / raw_took
+    raw_rate = raw_got / raw_took
     print_table(("drain", "messages", "seconds", "msg/s", "rows/s", "vs raw paho",
                  "CPU s/1000 msg", "rows / distinct", "duplicates counted / sent", "gaps"), [
-        ("consumer (dedup + commit)", args.messages, took, round(rate), round(rows / took),
-         ratio(rate, raw_rate), cpu / args.messages * 1000, f"{rows:,} / {distinct:,}",
-         f"{counted:,} / {dups:,}", gaps),
-        ("raw paho subscriber", raw_got, raw_took, round(raw_rate), "-", "1.00x", "-", "-", "-",
-         "-"),
-    ])
+        (f"consumer (dedup + commit, {kind})", args.messages, took, round(args.messages / took),
+         round(rows / took), ratio(args.messages / took, raw_rate), cpu / args.messages * 1000,
+         f"{rows:,} / {distinct:,}", f"{counted:,} / {dups:,}", gaps)
+        for kind, took, cpu, rows, counted, gaps in table
+    ] + [("raw paho subscriber", raw_got, raw_took, round(raw_rate), "-", "1.00x", "-", "-",
+          "-", "-")])
     return 0
 
 

@@ -214,7 +214,7 @@ devices:
     return path
 
 
-def consumer_config(where: Path, port: int, db: Path, extra: str = "") -> Path:
+def consumer_config(where: Path, port: int, db: Path | str, extra: str = "") -> Path:
     """A consumer config subscribed to the bench gateway's topics."""
     path = where / "consumer.yaml"
     path.write_text(f"""version: 1

@@ -3,7 +3,9 @@ add the per-stream counters (with the seqs the gateway says it dropped on purpos
 reject counts and the refused payloads.
 
 Each backend passes its `execute` (runs one statement, returns a cursor), its
-parameter mark, its row lock and its insert-or-ignore statement.
+`executemany`, its parameter mark, its row lock and how it inserts many readings in one
+statement (`bulk`: SQLite a multi-row VALUES, PostgreSQL one array per column through
+`unnest`); both skip identities already stored and return the ones they inserted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from gateway.core.dedup import StreamCounters, StreamId, fold, seq_jumps
 from gateway.core.envelope import Envelope, format_ts
 
 KEY = "gateway, epoch, device, stream"
+READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at, ts_quality"
+# PostgreSQL's types of those columns, for the arrays `unnest` reads.
+_PG_ARRAYS = ("text", "text", "text", "text", "bigint", "timestamptz", "jsonb", "text",
+              "timestamptz", "text")
 _KEYS_PER_SELECT = 200
+_ROWS_PER_VALUES = 500  # 10 parameters a row: within SQLite's 32,766
 REJECTED_COLUMNS = "topic, payload, reason, detail, received_at"
 
 Execute = Callable[[str, Sequence[Any]], Any]  # runs one statement, returns a cursor
@@ -29,9 +36,10 @@ class Dialect:
     """What differs between the backends inside a batch's transaction."""
 
     execute: Execute
+    executemany: Callable[[str, Sequence[Sequence[Any]]], Any]
     mark: str  # the driver's parameter mark
     lock: str  # appended to the counters' SELECT
-    insert_reading: str  # insert-or-ignore of one `readings` row, with '?' marks
+    bulk: str  # "values" (SQLite) or "unnest" (PostgreSQL)
 
     def q(self, sql: str) -> str:
         """`sql` with the driver's parameter mark."""
@@ -59,6 +67,27 @@ def _select_counters(d: Dialect, keys: list[StreamId], lock: str
 
 def _identity(env: Envelope) -> StreamId:
     return (env.gateway, env.epoch, env.device, env.stream)
+
+
+def insert_readings(d: Dialect, rows: Sequence[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """Insert `readings` rows, skipping identities already stored; the identities
+    (gateway, epoch, device, stream, seq) of the rows inserted."""
+    inserted: set[tuple[Any, ...]] = set()
+    if d.bulk == "unnest":
+        if rows:
+            arrays = ", ".join(f"?::{kind}[]" for kind in _PG_ARRAYS)
+            cursor = d.run(f"INSERT INTO readings({READINGS_COLUMNS}) SELECT * FROM "
+                           f"unnest({arrays}) ON CONFLICT DO NOTHING RETURNING {KEY}, seq",
+                           [list(column) for column in zip(*rows, strict=True)])
+            inserted.update(tuple(row) for row in cursor.fetchall())
+        return inserted
+    for start in range(0, len(rows), _ROWS_PER_VALUES):
+        chunk = rows[start:start + _ROWS_PER_VALUES]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        cursor = d.run(f"INSERT OR IGNORE INTO readings({READINGS_COLUMNS}) VALUES {values} "
+                       f"RETURNING {KEY}, seq", [part for row in chunk for part in row])
+        inserted.update(tuple(row) for row in cursor.fetchall())
+    return inserted
 
 
 def drop_seq_jumps(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]], bound: int
@@ -100,23 +129,27 @@ def update_counters(d: Dialect, outcomes: list[tuple[StreamId, int, bool]],
     if not deltas:
         return
     keys = sorted(deltas)
-    for key in keys:
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start:start + _KEYS_PER_SELECT]
+        values = ", ".join(["(?, ?, ?, ?, 0, 0, 0, 0, 0, 0)"] * len(chunk))
         d.run(f"INSERT INTO stream_counters({KEY}, first_seq, max_seq, received, duplicates, "
-              "gaps, before_first) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, 0) "
-              f"ON CONFLICT({KEY}) DO NOTHING", key)
+              f"gaps, before_first) VALUES {values} ON CONFLICT({KEY}) DO NOTHING",
+              [part for key in chunk for part in key])
     stored = _select_counters(d, keys, d.lock)
     seen = format_ts(received_at)
+    updates = []
     for key in keys:
         after = stored.get(key, StreamCounters()).plus(deltas[key])
         if dropped and key in dropped:
             after = _count_dropped(d, key, after, dropped[key])
         lag = received_at - newest[key] if key in newest else None
-        d.run("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
-              "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
-              "lag_s = coalesce(?, lag_s), dropped_by_gateway = ?, dropped_upto = ? "
-              f"WHERE ({KEY}) = (?, ?, ?, ?)",
-              (after.first_seq, after.max_seq, after.received, after.duplicates, after.gaps,
-               after.before_first, seen, lag, after.dropped_by_gateway, after.dropped_upto, *key))
+        updates.append((after.first_seq, after.max_seq, after.received, after.duplicates,
+                        after.gaps, after.before_first, seen, lag, after.dropped_by_gateway,
+                        after.dropped_upto, *key))
+    d.executemany(d.q("UPDATE stream_counters SET first_seq = ?, max_seq = ?, received = ?, "
+                      "duplicates = ?, gaps = ?, before_first = ?, last_seen = ?, "
+                      "lag_s = coalesce(?, lag_s), dropped_by_gateway = ?, dropped_upto = ? "
+                      f"WHERE ({KEY}) = (?, ?, ?, ?)"), updates)
 
 
 def _count_dropped(d: Dialect, key: StreamId, counters: StreamCounters,
@@ -159,10 +192,13 @@ def write_batch(d: Dialect, rows: list[tuple[Envelope, tuple[Any, ...]]],
     rows, jumped, remember = drop_seq_jumps(d, rows, max_seq_jump)
     if jumped:
         rejects["seq_jump"] += len(jumped)
+    inserted = insert_readings(d, [row for _, row in rows])
     outcomes: list[tuple[StreamId, int, bool]] = []
-    for env, row in rows:
-        cursor = d.run(d.insert_reading, row)
-        outcomes.append((_identity(env), env.seq, cursor.rowcount == 1))
+    for env, _ in rows:  # a second copy in the same batch is a duplicate
+        key = _identity(env)
+        full = (*key, env.seq)
+        outcomes.append((key, env.seq, full in inserted))
+        inserted.discard(full)
     kept = [env for env, _ in rows]
     update_counters(d, outcomes, newest(kept), received_at, notices(kept))
     for key, jump in sorted(remember.items()):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.cloud import gateways
+from gateway.cloud import gateways, pg_schema
 from gateway.cloud.admission import Refusal
 from gateway.cloud.batch_sql import Dialect, write_batch
 from gateway.config.consumer_config import is_postgres_url
@@ -28,8 +29,8 @@ from gateway.core.envelope import Envelope, format_ts
 from gateway.core.extras import POSTGRES
 from gateway.core.presence import GatewayStatus
 
-_READINGS_COLUMNS = "gateway, epoch, device, stream, seq, ts, value, unit, received_at, ts_quality"
 DEFAULT_MAX_SEQ_JUMP = 1_000_000
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # JSON text's escape of NUL
 # Columns of stream_counters added after the first schema: (name, SQLite type, PostgreSQL type,
 # default for rows written before). Rows of old databases counted gaps from seq 1.
 _ADDED_COUNTER_COLUMNS = (
@@ -71,11 +72,14 @@ class ReadingsDB(Protocol):
         """Close the connection."""
 
 
-def _row(env: Envelope, received_at: str) -> tuple[Any, ...] | None:
-    """The `readings` row of a reading, or None when a backend cannot store its text."""
+def _row(env: Envelope, received_at: str, jsonb: bool) -> tuple[Any, ...] | None:
+    """The `readings` row of a reading, or None when a backend cannot store its text
+    (`jsonb`: nor a NUL escaped in its value, which PostgreSQL's jsonb cannot hold)."""
     value = value_text(env.value)
     if not _storable("".join((env.gateway, env.epoch, env.device, env.stream, value,
                               env.unit or "", env.ts_quality or ""))):
+        return None
+    if jsonb and "\\u0000" in value and _ESCAPED_NUL.search(value):
         return None
     return (env.gateway, env.epoch, env.device, env.stream, env.seq, format_ts(env.ts), value,
             env.unit, received_at, env.ts_quality)
@@ -103,13 +107,14 @@ def _storable(text: str) -> bool:
 
 
 def _rows(readings: list[Envelope], rejects: Counter[str], received_at: float,
-          skipped: list[tuple[str, Envelope]]) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], Counter[str]]:
+          skipped: list[tuple[str, Envelope]], jsonb: bool = False
+          ) -> tuple[list[tuple[Envelope, tuple[Any, ...]]], Counter[str]]:
     """The rows to insert, and the batch's reject counts with unstorable readings as bad_field."""
     rows = []
     all_rejects = Counter(rejects)
     received_text = format_ts(received_at)  # one commit, one time
     for env in readings:
-        row = _row(env, received_text)
+        row = _row(env, received_text, jsonb)
         if row is None:
             all_rejects["bad_field"] += 1
             skipped.append(("bad_field", env))
@@ -162,8 +167,7 @@ class SqliteReadings:
         db.create_table("consumer_rejects", {"reason": str, "count": int}, pk="reason",
                         not_null=("count",), if_not_exists=True)
         self._conn.execute(_REJECTED_TABLE.format("TEXT"))
-        self._dialect = Dialect(self._conn.execute, "?", "", "INSERT OR IGNORE INTO readings("
-                                f"{_READINGS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._dialect = Dialect(self._conn.execute, self._conn.executemany, "?", "", "values")
         self._conn.execute(gateways.SQLITE_TABLE)
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str],
@@ -222,28 +226,9 @@ class PostgresReadings:
         self._url = conninfo(url, password)  # kept to reconnect after a lost connection
         self._conn = psycopg.connect(self._url, autocommit=False)
         with self._conn.cursor() as cur:
-            cur.execute(
-                """
-                CREATE TABLE IF NOT EXISTS readings (
-                    gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
-                    stream TEXT NOT NULL, seq BIGINT NOT NULL, ts TIMESTAMPTZ NOT NULL,
-                    value TEXT NOT NULL, unit TEXT, received_at TIMESTAMPTZ NOT NULL,
-                    ts_quality TEXT,
-                    PRIMARY KEY (gateway, epoch, device, stream, seq));
-                ALTER TABLE readings ADD COLUMN IF NOT EXISTS ts_quality TEXT;
-                CREATE TABLE IF NOT EXISTS stream_counters (
-                    gateway TEXT NOT NULL, epoch TEXT NOT NULL, device TEXT NOT NULL,
-                    stream TEXT NOT NULL, max_seq BIGINT NOT NULL, received BIGINT NOT NULL,
-                    duplicates BIGINT NOT NULL, gaps BIGINT NOT NULL,
-                    PRIMARY KEY (gateway, epoch, device, stream));
-                CREATE TABLE IF NOT EXISTS consumer_rejects (
-                    reason TEXT PRIMARY KEY, count BIGINT NOT NULL);
-                """
-            )
-            for name, _, pg_type in _ADDED_COUNTER_COLUMNS:
-                cur.execute(f"ALTER TABLE stream_counters ADD COLUMN IF NOT EXISTS {name} {pg_type}")
-            cur.execute(_REJECTED_TABLE.format("TIMESTAMPTZ"))
-            cur.execute(gateways.POSTGRES_TABLE)
+            pg_schema.prepare(cur.execute, [(name, pg_type) for name, _, pg_type
+                                            in _ADDED_COUNTER_COLUMNS],
+                              _REJECTED_TABLE.format("TIMESTAMPTZ"), gateways.POSTGRES_TABLE)
         self._conn.commit()
 
     def store_batch(self, readings: list[Envelope], rejects: Counter[str],
@@ -252,7 +237,7 @@ class PostgresReadings:
         """See `ReadingsDB.store_batch`."""
         received_at = time.time()
         skipped = [] if skipped is None else skipped
-        rows, all_rejects = _rows(readings, rejects, received_at, skipped)
+        rows, all_rejects = _rows(readings, rejects, received_at, skipped, jsonb=True)
         with self._transaction() as dialect:
             outcomes, jumped = write_batch(dialect, rows, all_rejects, refused, received_at,
                                            self.max_seq_jump)
@@ -273,9 +258,7 @@ class PostgresReadings:
             self._conn = psycopg.connect(self._url, autocommit=False)
         try:
             with self._conn.cursor() as cur:
-                yield Dialect(cur.execute, "%s", " FOR UPDATE",
-                              f"INSERT INTO readings({_READINGS_COLUMNS}) VALUES "
-                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                yield Dialect(cur.execute, cur.executemany, "%s", " FOR UPDATE", "unnest")
             self._conn.commit()
         except BaseException:
             self._conn.rollback()

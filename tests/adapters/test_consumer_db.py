@@ -142,7 +142,7 @@ def test_readings_has_exactly_the_contract_columns_and_key(backend: Backend, db:
         types = dict(backend.query(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
             "current_schema() AND table_name = 'readings'"))
-        assert types["value"] == "text"
+        assert types["value"] == "jsonb"
         assert types["ts"] == types["received_at"] == "timestamp with time zone"
     assert columns == READINGS_COLUMNS
     assert key == READINGS_KEY
@@ -184,7 +184,7 @@ def test_a_duplicate_identity_is_stored_once_and_counted(backend: Backend, db: R
 def test_a_duplicate_keeps_the_first_copy(backend: Backend, db: ReadingsDB) -> None:
     db.store_batch([env(1, value=1)], Counter())
     db.store_batch([env(1, value=2)], Counter())
-    assert backend.query("SELECT value FROM readings") == [("1",)]
+    assert backend.query("SELECT CAST(value AS TEXT) FROM readings") == [("1",)]
 
 
 def test_counters_count_received_duplicates_and_gaps(backend: Backend, db: ReadingsDB) -> None:
@@ -294,8 +294,9 @@ def test_rejects_accumulate(backend: Backend, db: ReadingsDB) -> None:
 ])
 def test_value_is_stored_as_json_text_that_round_trips(backend: Backend, db: ReadingsDB,
                                                        value: Any) -> None:
+    """JSON text in SQLite, jsonb in PostgreSQL: as text, either reads back as the value."""
     db.store_batch([env(1, value=value)], Counter())
-    [(text,)] = backend.query("SELECT value FROM readings")
+    [(text,)] = backend.query("SELECT CAST(value AS TEXT) FROM readings")
     assert isinstance(text, str)
     assert json.loads(text) == value
     assert type(json.loads(text)) is type(value)
@@ -354,10 +355,23 @@ def test_a_reading_that_cannot_be_stored_is_counted_and_does_not_block_its_batch
 
 
 def test_nul_inside_a_value_string_is_stored_escaped(backend: Backend, db: ReadingsDB) -> None:
-    assert db.store_batch([env(1, value="a\x00b")], Counter()) == (1, 0)
-    [(text,)] = backend.query("SELECT value FROM readings")
-    assert "\x00" not in text
-    assert json.loads(text) == "a\x00b"
+    """SQLite keeps the JSON escape; PostgreSQL's jsonb cannot hold a NUL at all, so there
+    the reading is skipped and counted as bad_field while the rest of its batch is stored."""
+    rejects: Counter[str] = Counter()
+    skipped: list[tuple[str, Envelope]] = []
+    stored = db.store_batch([env(1, value="a\x00b"), env(2, value="a\\u0000"),
+                             env(3, value=["x", {"k": "\x00"}])], rejects, (), skipped)
+    texts = [text for (text,) in backend.query(
+        "SELECT CAST(value AS TEXT) FROM readings ORDER BY seq")]
+    if backend.name == "sqlite":
+        assert stored == (3, 0) and rejects == Counter() and skipped == []
+        assert all("\x00" not in text for text in texts)
+        assert [json.loads(text) for text in texts] == ["a\x00b", "a\\u0000", ["x", {"k": "\x00"}]]
+    else:
+        assert stored == (1, 0)
+        assert [json.loads(text) for text in texts] == ["a\\u0000"]
+        assert rejects == Counter({"bad_field": 2})
+        assert [(reason, e.seq) for reason, e in skipped] == [("bad_field", 1), ("bad_field", 3)]
 
 
 # -- gateways (the latest `_status` of each gateway) ---------------------------------
