@@ -29,6 +29,7 @@ is the consumer's rate over that.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -179,10 +180,10 @@ def raw_drain(port: int, topics: list[str]) -> tuple[float, int]:
 
 
 def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[str, bytes]],
-          distinct: int, dups: int) -> tuple[str, float, float, int, int, int]:
+          distinct: int, dups: int) -> tuple[str, float, float, int, int, int, str]:
     """Queue `batch` for a stopped consumer, start it and time it until every distinct
     reading is stored and every re-send counted: (kind, seconds, CPU s, rows, duplicates
-    counted, gaps)."""
+    counted, gaps, peak RSS MiB of the first quarter of the drain -> of the last)."""
     config = consumer_config(where, port, target.database)
     consumer = service("consume", config, where, f"consumer-{kind}")
     try:
@@ -191,11 +192,14 @@ def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[s
         publish(port, batch)
         began = time.time()
         consumer.start()
+        rss: list[int] = []
 
         def complete() -> bool:
             if consumer.proc is not None and consumer.proc.poll() is not None:
                 raise RuntimeError(f"the consumer exited with {consumer.proc.returncode}; "
                                    f"see {consumer.log_path}")
+            with contextlib.suppress(OSError):
+                rss.append(sample(consumer.proc.pid).rss_kib if consumer.proc else 0)
             rows, counted, _ = target.figures()
             return rows >= distinct and counted >= dups
 
@@ -206,7 +210,10 @@ def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[s
     finally:
         stop(consumer)
     rows, counted, gaps = target.figures()
-    return kind, took, cpu, rows, counted, gaps
+    quarter = max(1, len(rss) // 4)
+    memory = (f"{max(rss[:quarter]) / 1024:.1f} -> {max(rss[-quarter:]) / 1024:.1f}"
+              if rss else "-")
+    return kind, took, cpu, rows, counted, gaps, memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,13 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         raw_took, raw_got = raw_drain(b.port, [topic for topic, _ in batch])
     raw_rate = raw_got / raw_took
     print_table(("drain", "messages", "seconds", "msg/s", "rows/s", "vs raw paho",
-                 "CPU s/1000 msg", "rows / distinct", "duplicates counted / sent", "gaps"), [
+                 "CPU s/1000 msg", "rows / distinct", "duplicates counted / sent", "gaps",
+                 "RSS MiB, first -> last quarter"), [
         (f"consumer (dedup + commit, {kind})", args.messages, took, round(args.messages / took),
          round(rows / took), ratio(args.messages / took, raw_rate), cpu / args.messages * 1000,
-         f"{rows:,} / {distinct:,}", f"{counted:,} / {dups:,}", gaps)
-        for kind, took, cpu, rows, counted, gaps in table
+         f"{rows:,} / {distinct:,}", f"{counted:,} / {dups:,}", gaps, memory)
+        for kind, took, cpu, rows, counted, gaps, memory in table
     ] + [("raw paho subscriber", raw_got, raw_took, round(raw_rate), "-", "1.00x", "-", "-",
-          "-", "-")])
+          "-", "-", "-")])
     return 0
 
 
