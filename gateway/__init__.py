@@ -1,3 +1,3 @@
 """mqtt-gateway: sensors -> durable SQLite outbox -> MQTT -> deduplicating consumer."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
