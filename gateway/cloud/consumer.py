@@ -175,7 +175,8 @@ class Consumer:
         if self._overflow:
             rejects["at_most_once_overflow"] += self._overflow
         readings = inbox.envelopes()
-        stored = store_isolating(self.db, readings, rejects, inbox.refusals(), inbox.topic_of)
+        stored = store_isolating(self.db, readings + inbox.repeats(), rejects, inbox.refusals(),
+                                 inbox.topic_of)
         self._overflow = 0
         self._inbox = Inbox()
         self.fresh += stored.fresh

@@ -2,8 +2,10 @@
 
 Pure. While the database is down the broker redelivers what is not yet
 acknowledged, after each reconnect; the inbox keeps one reading per identity
-(the first copy, as the database would) and one refusal per distinct refused
-payload, with the packet ids of the copies to acknowledge after the commit.
+(the first copy, as the database would), counting the further copies a sender
+sent (duplicates, as the database counts them), and one refusal per distinct
+refused payload, with the packet ids of the copies to acknowledge after the
+commit.
 Only the ids of the current connection are kept: one of an earlier
 connection means something else now (the broker redelivers that message).
 """
@@ -35,6 +37,7 @@ class Held:
     env: Envelope
     topic: str
     acks: list[Ack] = field(default_factory=list)
+    repeats: int = 0  # further copies sent (not redeliveries of ours after a reconnect)
 
 
 def identity(env: Envelope) -> Identity:
@@ -63,6 +66,8 @@ class Inbox:
             held = self.readings.get(identity(item))
             if held is None:
                 held = self.readings[identity(item)] = Held(item, topic)
+            elif ack is None or not held.acks or held.acks[-1].connection == ack.connection:
+                held.repeats += 1  # a copy the sender sent again: a duplicate to count
             acks = held.acks
         if ack is not None:
             if acks and acks[-1].connection != ack.connection:
@@ -72,6 +77,11 @@ class Inbox:
     def envelopes(self) -> list[Envelope]:
         """The distinct readings held."""
         return [held.env for held in self.readings.values()]
+
+    def repeats(self) -> list[Envelope]:
+        """One entry per further copy of a held reading that the sender sent again (stored
+        as what it is: a duplicate)."""
+        return [held.env for held in self.readings.values() for _ in range(held.repeats)]
 
     def refusals(self) -> list[Refusal]:
         """The distinct refusals held."""

@@ -201,6 +201,18 @@ def test_redelivered_copies_are_held_once_and_every_copy_is_acknowledged() -> No
     assert inbox.acks(1) == []
 
 
+def test_copies_sent_again_are_counted_and_redeliveries_after_a_reconnect_are_not() -> None:
+    inbox = Inbox()
+    for connection in (1, 1, 2, 2):  # the second copy on a connection: the sender's re-send
+        for seq in (1, 2, 3):
+            inbox.add(Ack(seq * 10 + connection, 1, connection), TOPIC, env(seq))
+    assert sorted(e.seq for e in inbox.repeats()) == [1, 1, 2, 2, 3, 3]
+    qos0 = Inbox()
+    for _ in range(3):
+        qos0.add(None, TOPIC, env(7))
+    assert [e.seq for e in qos0.repeats()] == [7, 7]
+
+
 def test_the_first_copy_is_kept_as_the_database_would() -> None:
     inbox = Inbox()
     inbox.add(None, TOPIC, env(1, value=1))
