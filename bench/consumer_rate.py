@@ -17,7 +17,7 @@ and rows/s, the consumer's CPU seconds per 1,000 messages, and correctness
 
 With `--databases sqlite,postgresql` the drain runs once per backend, the
 PostgreSQL one into a schema of its own (dropped afterwards) on the server at
-PG_URL (`postgresql://postgres@127.0.0.1:5432/test`, or $BENCH_PG_URL).
+`postgresql://postgres@127.0.0.1:5432/test` (tests/support/postgres.py).
 
 Side by side, in the same run on the same broker: the same drain into a raw
 paho subscriber with a persistent session (`bench/raw_paho.py sub
@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.harness import (
@@ -56,6 +56,7 @@ from bench.harness import (
 from bench.raw_paho import payload, publish_all
 from gateway.core.envelope import Envelope, encode
 from gateway.core.identity import new_epoch
+from tests.support.postgres import own_schema
 from tests.support.procs import REPO
 from tests.support.waiting import wait_for
 
@@ -98,7 +99,6 @@ def publish(port: int, batch: list[tuple[str, bytes]]) -> float:
     return end - start
 
 
-PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _COUNTERS = "SELECT coalesce(sum(duplicates), 0), coalesce(sum(gaps), 0) FROM stream_counters"
 
 
@@ -117,28 +117,17 @@ def counters(db: Path) -> tuple[int, int]:
 class Target:
     """Where a drain is stored: `database:` of the consumer config, and its figures."""
 
-    def __init__(self, kind: str, where: Path) -> None:
+    def __init__(self, kind: str, database: str) -> None:
         self.kind = kind
-        self.path = where / f"consumer-{kind}.sqlite"
-        self.schema = f"bench_consumer_{os.getpid()}"
-        self.url = f"{PG_URL}?options=-csearch_path%3D{self.schema}"
-        self.database = str(self.path) if kind == "sqlite" else self.url
-        if kind == "postgresql":
-            self._admin("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}")
-
-    def _admin(self, sql: str) -> None:
-        import psycopg  # noqa: PLC0415 - only for the PostgreSQL drain
-
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.format(self.schema).encode())
+        self.database = database
 
     def figures(self) -> tuple[int, int, int]:
         """(rows, duplicates counted, gaps) so far."""
         if self.kind == "sqlite":
-            return (count_rows(self.path), *counters(self.path))
+            return (count_rows(Path(self.database)), *counters(Path(self.database)))
         import psycopg  # noqa: PLC0415 - only for the PostgreSQL drain
 
-        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(self.database, autocommit=True, connect_timeout=5) as conn:
             try:
                 rows = conn.execute("SELECT count(*) FROM readings").fetchone()
                 dups, gaps = conn.execute(_COUNTERS).fetchone() or (0, 0)
@@ -146,10 +135,15 @@ class Target:
                 return 0, 0, 0
         return int(rows[0] if rows else 0), int(dups), int(gaps)
 
-    def drop(self) -> None:
-        """Remove the PostgreSQL schema."""
-        if self.kind == "postgresql":
-            self._admin("DROP SCHEMA IF EXISTS {0} CASCADE")
+
+@contextlib.contextmanager
+def target(kind: str, where: Path) -> Iterator[Target]:
+    """A fresh database of `kind`: a SQLite file, or a PostgreSQL schema dropped after."""
+    if kind == "sqlite":
+        yield Target(kind, str(where / "consumer-sqlite.sqlite"))
+        return
+    with own_schema("bench_consumer") as url:
+        yield Target(kind, url)
 
 
 def raw_sub(port: int, count: int) -> subprocess.Popen[str]:
@@ -179,12 +173,12 @@ def raw_drain(port: int, topics: list[str]) -> tuple[float, int]:
     return got["last"] - began, int(got["count"])
 
 
-def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[str, bytes]],
+def drain(kind: str, into: Target, where: Path, port: int, batch: list[tuple[str, bytes]],
           distinct: int, dups: int) -> tuple[str, float, float, int, int, int, str]:
     """Queue `batch` for a stopped consumer, start it and time it until every distinct
     reading is stored and every re-send counted: (kind, seconds, CPU s, rows, duplicates
     counted, gaps, peak RSS MiB of the first quarter of the drain -> of the last)."""
-    config = consumer_config(where, port, target.database)
+    config = consumer_config(where, port, into.database)
     consumer = service("consume", config, where, f"consumer-{kind}")
     try:
         start(consumer, r"subscribed to")
@@ -200,7 +194,7 @@ def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[s
                                    f"see {consumer.log_path}")
             with contextlib.suppress(OSError):
                 rss.append(sample(consumer.proc.pid).rss_kib if consumer.proc else 0)
-            rows, counted, _ = target.figures()
+            rows, counted, _ = into.figures()
             return rows >= distinct and counted >= dups
 
         wait_for(complete, timeout=900, interval=0.1, what="the backlog stored")
@@ -209,7 +203,7 @@ def drain(kind: str, target: Target, where: Path, port: int, batch: list[tuple[s
         cpu = sample(consumer.proc.pid).cpu_s
     finally:
         stop(consumer)
-    rows, counted, gaps = target.figures()
+    rows, counted, gaps = into.figures()
     quarter = max(1, len(rss) // 4)
     memory = (f"{max(rss[:quarter]) / 1024:.1f} -> {max(rss[-quarter:]) / 1024:.1f}"
               if rss else "-")
@@ -249,11 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     with workdir(args.workdir) as where, broker(where / "broker") as b:
         for kind in args.databases:
-            target = Target(kind, where)
-            try:
-                table.append(drain(kind, target, where, b.port, batch, distinct, dups))
-            finally:
-                target.drop()
+            with target(kind, where) as into:
+                table.append(drain(kind, into, where, b.port, batch, distinct, dups))
         raw_took, raw_got = raw_drain(b.port, [topic for topic, _ in batch])
     raw_rate = raw_got / raw_took
     print_table(("drain", "messages", "seconds", "msg/s", "rows/s", "vs raw paho",

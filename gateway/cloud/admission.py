@@ -123,25 +123,27 @@ def admit_all(topic: str, payload: bytes | bytearray, topics: ReadingTopic, max_
 def _check(shown: str, named: tuple[str, str, str] | None, template: str,
            decoded: Envelope | Undecodable, payload: bytes, salt: bytes) -> Envelope | Refusal:
     """A decoded reading's names and identity against the topic's (a batch topic names no
-    stream: each reading names its own). A refusal's digest is of `payload` and `salt`
-    (a reading's place in its batch)."""
+    stream: each reading names its own)."""
     if isinstance(decoded, Undecodable):
-        return Refusal(shown, decoded.reason, clean(decoded.detail), excerpt(payload),
-                       _digest(payload + salt))
+        return _refusal(shown, decoded.reason, clean(decoded.detail), payload, salt)
     problem = name_problem(decoded)
     if problem is not None:
-        return Refusal(shown, "bad_name", clean(problem), excerpt(payload),
-                       _digest(payload + salt))
+        return _refusal(shown, "bad_name", clean(problem), payload, salt)
     carried = (decoded.gateway, decoded.device, decoded.stream)
     if named is not None and named[2] == BATCH_LEVEL:
         if decoded.stream in RESERVED_LEVELS:
-            return Refusal(shown, "bad_name", f"stream {decoded.stream!r}: it is reserved",
-                           excerpt(payload), _digest(payload + salt))
+            return _refusal(shown, "bad_name", f"stream {decoded.stream!r}: it is reserved",
+                            payload, salt)
         named = (named[0], named[1], decoded.stream)
     if named != carried:
         detail = (f"the topic does not match {template}" if named is None else
                   "the topic names gateway={}, device={}, stream={}".format(*named))
-        return Refusal(shown, "topic_mismatch", clean(f"{detail}; the payload says gateway="
-                       f"{carried[0]}, device={carried[1]}, stream={carried[2]}"),
-                       excerpt(payload), _digest(payload + salt))
+        return _refusal(shown, "topic_mismatch", clean(
+            f"{detail}; the payload says gateway={carried[0]}, device={carried[1]}, "
+            f"stream={carried[2]}"), payload, salt)
     return decoded
+
+
+def _refusal(shown: str, reason: str, detail: str, payload: bytes, salt: bytes) -> Refusal:
+    """A refused reading, its digest of `payload` and `salt` (its place in its batch)."""
+    return Refusal(shown, reason, detail, excerpt(payload), _digest(payload + salt))

@@ -63,8 +63,6 @@ class Received:
     qos: int
     mid: int
     retain: bool
-    dup: bool
-    properties: Properties | None = None
 
 
 class RepeatsWhileDown(logging.Filter):
@@ -133,10 +131,6 @@ class Client(mqtt.Client):
         self._unread, self._unread_at = data, bufsize
         return data[:bufsize]
 
-    def buffered(self) -> bool:
-        """True while bytes read from the socket wait to be parsed."""
-        return self._unread_at < len(self._unread)
-
     def _handle_publish(self) -> MQTTErrorCode:
         # QoS 0 and 1 without properties (and with a UTF-8 topic) decoded here; anything
         # else (QoS 2, properties, a malformed packet) by paho.
@@ -160,7 +154,7 @@ class Client(mqtt.Client):
         except UnicodeDecodeError:
             return super()._handle_publish()
         self._handle_on_message(Received(topic, bytes(packet[start:]), qos, mid,  # type: ignore[arg-type]
-                                         bool(command & 0x01), bool(command & 0x08)))
+                                         bool(command & 0x01)))
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -2,13 +2,12 @@
 consumers at once, and the TimescaleDB statements (the extension is not installed on
 the test machines: its statements are checked as SQL, the key change on a real table).
 
-PostgreSQL is the server at PG_URL (trust auth, database `test`); each test works in a
-schema of its own, dropped afterwards.
+PostgreSQL is the server at tests.support.postgres.PG_URL (trust auth, database `test`);
+each test works in a schema of its own, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ import pytest
 from gateway.cloud import pg_schema
 from gateway.cloud.database import PostgresReadings
 from gateway.core.envelope import Envelope
+from tests.support.postgres import own_schema
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_700_000_000.0
 # `readings` as consumers before 0.5.0 made it: value as text.
 OLD_READINGS = """CREATE TABLE readings (
@@ -31,18 +30,8 @@ OLD_READINGS = """CREATE TABLE readings (
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} does not answer ({exc}); start it (trust auth, "
-                    "database 'test').")
-    schema = f"t_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f"CREATE SCHEMA {schema}".encode())
-        try:
-            yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+    with own_schema() as schema_url:
+        yield schema_url
 
 
 def query(url: str, sql: str) -> list[tuple[object, ...]]:

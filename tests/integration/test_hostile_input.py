@@ -27,12 +27,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.core.envelope import Envelope, encode
 from tests.support.broker import Mosquitto
 from tests.support.ports import free_port
+from tests.support.postgres import own_schema
 from tests.support.procs import Service
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 EPOCH = "20261204T020000Z-0a1b2c3d"
 T0 = 1_796_000_000.0
 
@@ -135,13 +135,8 @@ summary_interval: 1s
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A schema of its own on the PostgreSQL server, dropped afterwards."""
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with own_schema() as url:
+        yield url
 
 
 @pytest.fixture
